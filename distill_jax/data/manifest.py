@@ -1,0 +1,79 @@
+"""Manifests: one JSON object per line describing an utterance.
+
+Every corpus source (synthetic TTS, LibriSpeech, FLEURS, local folders) ends as a list of
+`Utterance` records; the input pipeline only ever sees manifests.
+
+JSONL fields: id, path, text, speaker, engine, duration (seconds). `path` is stored relative to
+the manifest's folder when it lies below it, so a corpus folder can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Iterable
+
+REQUIRED_FIELDS = ("id", "path", "text")
+
+
+class ManifestError(ValueError):
+  """A manifest line that cannot be used; the message names the file and line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+  id: str
+  path: str  # absolute path to the audio file
+  text: str  # transcript as published (normalization happens in the pipeline)
+  speaker: str = ""
+  engine: str = ""
+  duration: float = 0.0  # seconds; 0.0 when unknown
+
+
+def read_manifest(path: str) -> list[Utterance]:
+  """Reads a JSONL manifest; relative audio paths resolve against the manifest's folder."""
+  base = os.path.dirname(os.path.abspath(path))
+  if not os.path.exists(path):
+    raise ManifestError(f"manifest not found: {path}")
+  out = []
+  seen = set()
+  with open(path, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, 1):
+      line = line.strip()
+      if not line:
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ManifestError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+      missing = [k for k in REQUIRED_FIELDS if k not in row]
+      if missing:
+        raise ManifestError(
+            f"{path}:{lineno}: missing field(s) {missing}; fields present: {sorted(row)}")
+      if row["id"] in seen:
+        raise ManifestError(f"{path}:{lineno}: duplicate utterance id {row['id']!r}")
+      seen.add(row["id"])
+      audio = row["path"]
+      if not os.path.isabs(audio):
+        audio = os.path.join(base, audio)
+      out.append(Utterance(
+          id=str(row["id"]), path=audio, text=str(row["text"]),
+          speaker=str(row.get("speaker", "")), engine=str(row.get("engine", "")),
+          duration=float(row.get("duration", 0.0))))
+  return out
+
+
+def write_manifest(path: str, utterances: Iterable[Utterance]) -> None:
+  """Writes atomically (temp file + rename); paths below the manifest folder become relative."""
+  base = os.path.dirname(os.path.abspath(path))
+  os.makedirs(base, exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    for u in utterances:
+      row = dataclasses.asdict(u)
+      ap = os.path.abspath(u.path)
+      if ap.startswith(base + os.sep):
+        row["path"] = os.path.relpath(ap, base)
+      f.write(json.dumps(row, ensure_ascii=False) + "\n")
+  os.replace(tmp, path)
