@@ -57,6 +57,14 @@ def _spell_number(token: str) -> str:
   raise TextError(f"cannot spell out number {token!r}")
 
 
+def _fold_latin(c: str) -> str:
+  """Folds a Latin letter with diacritics to ASCII (e -> e, ss for sharp s); other scripts are
+  kept, so they surface as out-of-vocabulary characters instead of being transliterated."""
+  if c.isascii() or not c.isalpha():
+    return c
+  return unidecode.unidecode(c) if unicodedata.name(c, "").startswith("LATIN") else c
+
+
 def normalize(text: str, *, spell_numbers: bool = True, fold_ascii: bool = True) -> str:
   """Normalizes a transcript to the LibriSpeech convention ("IT'S TWENTY ONE O'CLOCK").
 
@@ -77,7 +85,7 @@ def normalize(text: str, *, spell_numbers: bool = True, fold_ascii: bool = True)
   elif re.search(r"\d", t):
     raise TextError(f"digits in transcript and spell_numbers=False: {text!r}")
   if fold_ascii:
-    t = unidecode.unidecode(t)
+    t = "".join(_fold_latin(c) for c in t)
   t = t.upper()
   # Hyphens, slashes and the like separate words; other punctuation disappears.
   t = re.sub(r"[-\u2013\u2014/_]", " ", t)

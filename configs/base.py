@@ -1,0 +1,68 @@
+"""Defaults shared by every experiment. Experiment configs call `base.get_config()` and override.
+
+Configs are locked: `--config.train.lrr=1e-3` (a misspelled key) is an error naming the key.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  del arg
+  c = ml_collections.ConfigDict()
+  c.name = "base"
+  c.seed = 0
+  c.progress = True
+  c.parallel = "shard_map"  # data parallelism over all devices: 'shard_map' (| 'pmap' later)
+
+  c.tokenizer = ml_collections.ConfigDict()
+  c.tokenizer.vocab = ""  # path to a vocab.json; empty = the wav2vec2 LibriSpeech vocabulary
+
+  c.data = ml_collections.ConfigDict()
+  c.data.train = "corpora/demo/train.jsonl"
+  c.data.dev = "corpora/demo/dev.jsonl"
+  c.data.test = "corpora/demo/test.jsonl"
+  c.data.dev_max_utterances = 0  # 0 = all
+  c.data.buckets = (2.0, 3.0, 4.0, 5.0, 6.5, 8.0, 10.0, 12.5, 16.0)  # seconds, upper bounds
+  c.data.batch_seconds = 160.0  # padded audio seconds per global batch
+  c.data.prefetch = 4
+
+  c.model = ml_collections.ConfigDict()
+  c.model.head = "ctc"
+  c.model.head_dropout = 0.0
+  c.model.encoder = "conformer"
+  c.model.frontend = ml_collections.ConfigDict(dict(
+      sample_rate=16000, num_mels=80, window_ms=25.0, hop_ms=10.0, n_fft=512,
+      preemphasis=0.0, dither=0.0, fmin=0.0, fmax=None, htk=False, mel_norm="slaney",
+      log_floor=1e-6))
+  c.model.specaug_enabled = True
+  c.model.specaug = ml_collections.ConfigDict(dict(
+      num_freq_masks=2, freq_mask_width=27, num_time_masks=10, time_mask_max_ratio=0.05))
+  c.model.conformer = ml_collections.ConfigDict(dict(
+      model_dim=144, num_layers=8, num_heads=4, ff_mult=4, conv_kernel=15, subsampling=4,
+      subsampling_channels=64, dropout_rate=0.1, positions="rotary", causal=False))
+  c.model.transformer = ml_collections.ConfigDict(dict(
+      model_dim=144, num_layers=8, num_heads=4, ff_mult=4, subsampling=4,
+      subsampling_channels=64, dropout_rate=0.1, positions="rotary", causal=False))
+  c.model.lstm = ml_collections.ConfigDict(dict(
+      model_dim=256, num_layers=4, bidirectional=True, subsampling=4,
+      subsampling_channels=64, dropout_rate=0.1))
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 2000
+  c.train.max_wall_minutes = 0.0  # > 0: stop (with a checkpoint and an eval) after this long
+  c.train.lr = 2e-3
+  c.train.final_lr_ratio = 0.02
+  c.train.warmup_steps = 300
+  c.train.weight_decay = 1e-3
+  c.train.b1 = 0.9
+  c.train.b2 = 0.98
+  c.train.grad_clip = 5.0
+  c.train.log_every = 25
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 250
+  c.train.keep_last = 2
+  c.train.keep_best = 1
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.splits = ("test",)  # names of c.data entries evaluated by launch/eval.py
+  return c

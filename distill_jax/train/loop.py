@@ -1,0 +1,209 @@
+"""The training loop: data -> jitted data-parallel step -> metrics, evals, checkpoints.
+
+`train_and_evaluate(config, workdir)` is what `launch/train.py` calls. A workdir holding
+checkpoints resumes from the latest one, data position included, and ends with the same
+parameters as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from distill_jax import evaluate as evaluate_lib
+from distill_jax import text as text_lib
+from distill_jax.data import manifest as manifest_lib
+from distill_jax.data import pipeline
+from distill_jax.models import build
+from distill_jax.train import checkpoint as ckpt_lib
+from distill_jax.train import metrics as metrics_lib
+from distill_jax.train import parallel
+from distill_jax.train import state as state_lib
+from distill_jax.train import steps as steps_lib
+
+log = logging.getLogger(__name__)
+
+# Config sections that must match between a checkpoint and the run resuming it.
+RESUME_KEYS = ("model", "seed", "data.train", "data.buckets", "data.batch_seconds")
+
+
+def load_tokenizer(config: ml_collections.ConfigDict) -> text_lib.CharTokenizer:
+  return (text_lib.CharTokenizer.from_file(config.tokenizer.vocab) if config.tokenizer.vocab
+          else text_lib.CharTokenizer())
+
+
+def bucket_spec(config: ml_collections.ConfigDict) -> pipeline.BucketSpec:
+  return pipeline.BucketSpec(boundaries=tuple(config.data.buckets),
+                             batch_seconds=config.data.batch_seconds,
+                             shards=jax.device_count())
+
+
+def load_split(config: ml_collections.ConfigDict, manifest_path: str, name: str,
+               tokenizer: text_lib.CharTokenizer, max_utterances: int = 0,
+               progress: bool = True) -> tuple[pipeline.AsrDataset, pipeline.DataReport]:
+  utts = manifest_lib.read_manifest(manifest_path)
+  if max_utterances:
+    utts = utts[:max_utterances]
+  return pipeline.prepare_dataset(
+      utts, tokenizer, bucket_spec(config), name=name,
+      min_output_frames=functools.partial(build.output_frames, config.model),
+      progress=progress)
+
+
+def init_params(model, dataset: pipeline.AsrDataset, seed: int) -> Any:
+  b, s, _ = min(dataset.batch_shapes(), key=lambda x: x[1])
+  wav = jnp.zeros((1, s), jnp.float32)
+  return jax.jit(functools.partial(model.init, train=False))(
+      {"params": jax.random.key(seed)}, wav, jnp.zeros_like(wav))["params"]
+
+
+def _get(cfg: ml_collections.ConfigDict, dotted: str):
+  for part in dotted.split("."):
+    cfg = cfg[part]
+  return cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else cfg
+
+
+def check_resume_config(config: ml_collections.ConfigDict, saved: dict) -> None:
+  """Raises naming the config entries that differ from the checkpoint's run."""
+  old = ml_collections.ConfigDict(saved)
+  diffs = [k for k in RESUME_KEYS if _get(config, k) != _get(old, k)]
+  if diffs:
+    raise ValueError(f"the checkpoint in this workdir was made with a different {diffs}; "
+                     "use a new --workdir or the original config")
+
+
+def restore_student(config: ml_collections.ConfigDict, workdir: str, which: str | int = "latest"):
+  """(model, params, tokenizer, step) from a workdir's checkpoint, for evaluation."""
+  tokenizer = text_lib.CharTokenizer.from_file(workdir)
+  model = build.build_student(config.model, tokenizer.vocab_size)
+  wav = jnp.zeros((1, 16000), jnp.float32)
+  params = jax.eval_shape(functools.partial(model.init, train=False),
+                          {"params": jax.random.key(0)}, wav, wav)["params"]
+  tx = state_lib.make_optimizer(config.train)
+  target = jax.eval_shape(lambda p: state_lib.create_state(p, tx, 0), params)
+  ckpt = ckpt_lib.Checkpointer(workdir, read_only=True)
+  state, _, step = ckpt.restore(which, target)
+  ckpt.close()
+  return model, state.params, tokenizer, step
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  os.makedirs(workdir, exist_ok=True)
+  cfg_t = config.train
+  tokenizer = load_tokenizer(config)
+  tokenizer.save(workdir)
+  model = build.build_student(config.model, tokenizer.vocab_size)
+
+  train_ds, train_report = load_split(config, config.data.train, "train", tokenizer)
+  dev_ds, dev_report = load_split(config, config.data.dev, "dev", tokenizer,
+                                  config.data.dev_max_utterances)
+  with open(os.path.join(workdir, "data_report.json"), "w") as f:
+    json.dump(dict(train=train_report.to_dict(), dev=dev_report.to_dict()), f, indent=1)
+  for rep in (train_report, dev_report):
+    log.info("%s: kept %d utterances (%.2f h); skipped %s", rep.name, rep.kept,
+             rep.kept_seconds / 3600, rep.counts() or "none")
+  log.info("train batch shapes (batch, samples, labels): %s", train_ds.batch_shapes())
+
+  params = init_params(model, train_ds, config.seed)
+  num_params = state_lib.count_params(params)
+  log.info("student parameters: %s", f"{num_params:,}")
+  tx = state_lib.make_optimizer(cfg_t)
+  lr_schedule = state_lib.learning_rate_schedule(cfg_t)
+  state = state_lib.create_state(params, tx, config.seed)
+
+  ckpt = ckpt_lib.Checkpointer(workdir, keep_last=cfg_t.keep_last, keep_best=cfg_t.keep_best)
+  position, wall_offset = pipeline.Position(), 0.0
+  if ckpt.latest_step() is not None:
+    state, extra, step = ckpt.restore("latest", state)
+    check_resume_config(config, extra["config"])
+    position = pipeline.Position.from_dict(extra["data_position"])
+    wall_offset = float(extra.get("wall_seconds", 0.0))
+    log.info("resumed from step %d (data position %s)", step, position)
+
+  mesh = parallel.make_mesh()
+  step_fn = parallel.parallelize(steps_lib.make_ctc_train_step(model, tx, lr_schedule,
+                                                                tokenizer.blank_id), mesh,
+                                 mode=config.parallel)
+  forward = jax.jit(steps_lib.make_forward_step(model))
+  state = parallel.replicate(state, mesh)
+  writer = metrics_lib.MetricWriter(workdir)
+
+  def run_eval(step: int, wall: float) -> dict:
+    res = evaluate_lib.evaluate(forward, state.params, dev_ds, tokenizer,
+                                os.path.join(workdir, "eval", f"dev_step{step}"), name="dev")
+    writer.write(step, {"wer": res["wer"], "cer": res["cer"]}, prefix="dev/")
+    writer.write(step, {"wall_minutes": wall / 60}, prefix="train/")
+    return res
+
+  def save(step: int, wall: float, it: pipeline.BatchIterator, metrics=None) -> None:
+    ckpt.save(step, state, dict(data_position=it.position.to_dict(), config=config.to_dict(),
+                                wall_seconds=wall, num_params=num_params), metrics)
+
+  start = int(state.step)
+  t_start = time.time() - wall_offset
+  shapes_seen: set = set()
+  pending, window_audio, window_t0 = [], 0.0, time.time()
+  last_dev: dict = {}
+  it = pipeline.BatchIterator(train_ds, seed=config.seed, position=position,
+                              prefetch=config.data.prefetch)
+  bar = tqdm.tqdm(total=cfg_t.num_steps, initial=start, desc="train", unit="step",
+                  disable=not config.progress, dynamic_ncols=True)
+  step = start
+  try:
+    for step in range(start + 1, cfg_t.num_steps + 1):
+      batch = next(it)
+      shapes_seen.add(batch["waveform"].shape)
+      window_audio += float(np.sum(1.0 - batch["wave_paddings"])) / pipeline.SAMPLE_RATE
+      state, m = step_fn(state, parallel.shard_batch(batch, mesh))
+      pending.append(m)
+      bar.update(1)
+      wall = time.time() - t_start
+      last = step == cfg_t.num_steps or (cfg_t.max_wall_minutes and
+                                          wall > 60 * cfg_t.max_wall_minutes)
+      if step % cfg_t.log_every == 0 or last:
+        ms = jax.device_get(pending)
+        pending = []
+        now = time.time()
+        row = {k: float(np.mean([x[k] for x in ms])) for k in ("loss", "grad_norm", "lr")}
+        row.update(infeasible=float(sum(x["infeasible"] for x in ms)),
+                   skipped_updates=float(ms[-1]["skipped"]),
+                   audio_sec_per_sec=window_audio / max(now - window_t0, 1e-9),
+                   wall_minutes=wall / 60, compiled_shapes=len(shapes_seen))
+        writer.write(step, row, prefix="train/")
+        bar.set_postfix(loss=f"{row['loss']:.3f}", aps=f"{row['audio_sec_per_sec']:.0f}")
+        window_audio, window_t0 = 0.0, time.time()
+      if step % cfg_t.eval_every == 0 or last:
+        last_dev = run_eval(step, wall)
+        bar.write(f"step {step}: dev WER {100 * last_dev['wer']:.2f}%  "
+                  f"CER {100 * last_dev['cer']:.2f}%  ({wall / 60:.1f} min)")
+        save(step, wall, it, {"dev_wer": last_dev["wer"]})
+        window_t0 = time.time()  # evaluation time is not training throughput
+      elif step % cfg_t.checkpoint_every == 0:
+        save(step, wall, it)
+      if last:
+        break
+  finally:
+    it.close()
+    bar.close()
+  compiled = getattr(step_fn, "_cache_size", lambda: len(shapes_seen))()
+  log.info("compiled %d train-step programs for %d batch shapes", compiled, len(shapes_seen))
+  writer.close()
+  ckpt.close()
+  png = metrics_lib.plot_curves(writer.jsonl_path, os.path.join(workdir, "curves.png"),
+                                title=config.get("name", ""))
+  summary = dict(step=step, num_params=num_params, train_hours=train_ds.total_seconds / 3600,
+                 dev=last_dev, compiled_programs=compiled, wall_minutes=(time.time() - t_start)
+                 / 60, curves=png, skipped_updates=int(jax.device_get(state.skipped)))
+  with open(os.path.join(workdir, "train_summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  return summary

@@ -1,0 +1,20 @@
+"""Train a student: python -m launch.train --config=configs/demo.py --workdir=runs/demo"""
+
+from absl import app, flags
+
+from distill_jax.train import loop
+from launch import common
+
+_CONFIG = common.define_config_flag()
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, logs).", required=True)
+
+
+def main(argv):
+  del argv
+  common.setup_logging(_WORKDIR.value)
+  loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

@@ -1,0 +1,39 @@
+import json
+import os
+
+import pytest
+
+from distill_jax.data import manifest
+
+
+def test_roundtrip_with_relative_paths(tmp_path):
+  audio = tmp_path / "audio" / "a.flac"
+  audio.parent.mkdir()
+  audio.write_bytes(b"")
+  utts = [manifest.Utterance("a", str(audio), "HELLO", "spk", "flite", 1.5)]
+  path = str(tmp_path / "train.jsonl")
+  manifest.write_manifest(path, utts)
+  row = json.loads(open(path).readline())
+  assert row["path"] == os.path.join("audio", "a.flac")
+  assert manifest.read_manifest(path) == utts
+
+
+@pytest.mark.parametrize("line,match", [
+    ('{"id": "x", "text": "A"}', r"missing field\(s\) \['path'\]"),
+    ("{not json", "not valid JSON"),
+])
+def test_bad_lines_name_file_and_line(tmp_path, line, match):
+  path = tmp_path / "m.jsonl"
+  path.write_text('{"id": "ok", "path": "a.wav", "text": "A"}\n' + line + "\n")
+  with pytest.raises(manifest.ManifestError, match=match) as e:
+    manifest.read_manifest(str(path))
+  assert f"{path}:2" in str(e.value)
+
+
+def test_duplicate_ids_and_missing_manifest(tmp_path):
+  path = tmp_path / "m.jsonl"
+  path.write_text('{"id": "a", "path": "a.wav", "text": "A"}\n' * 2)
+  with pytest.raises(manifest.ManifestError, match="duplicate utterance id 'a'"):
+    manifest.read_manifest(str(path))
+  with pytest.raises(manifest.ManifestError, match="not found"):
+    manifest.read_manifest(str(tmp_path / "nope.jsonl"))
