@@ -76,7 +76,8 @@ def _get(cfg: ml_collections.ConfigDict, dotted: str):
 def check_resume_config(config: ml_collections.ConfigDict, saved: dict) -> None:
   """Raises naming the config entries that differ from the checkpoint's run."""
   old = ml_collections.ConfigDict(saved)
-  diffs = [k for k in RESUME_KEYS if _get(config, k) != _get(old, k)]
+  as_json = lambda v: json.loads(json.dumps(v))  # tuples were stored as lists
+  diffs = [k for k in RESUME_KEYS if as_json(_get(config, k)) != as_json(_get(old, k))]
   if diffs:
     raise ValueError(f"the checkpoint in this workdir was made with a different {diffs}; "
                      "use a new --workdir or the original config")

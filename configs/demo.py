@@ -1,0 +1,37 @@
+"""The README's main job: a small Conformer-CTC student on the default synthetic corpus.
+
+  python -m launch.demo --config=configs/demo.py --workdir=runs/demo
+
+Budget: corpus + training + evaluation in at most 20 minutes on a 2-core CPU.
+"""
+
+from configs import base
+from configs.corpus import get_corpus_config
+
+
+def get_config(arg=None):
+  c = base.get_config(arg)
+  c.name = "demo"
+  c.data.corpus_dir = "corpora/demo"
+  c.data.corpus = get_corpus_config("default")  # ~1 h train, 200 dev, 200 test utterances
+  c.data.train = "corpora/demo/train.jsonl"
+  c.data.dev = "corpora/demo/dev.jsonl"
+  c.data.test = "corpora/demo/test.jsonl"
+  c.data.dev_max_utterances = 100
+  # Real human English read speech (shared/data/speech), evaluated when the folders exist.
+  c.data.real_english_folders = tuple(
+      f"../shared/data/speech/{d}" for d in (
+          "ljspeech_coqui_tts", "librivox_pocketsphinx", "cards_pocketsphinx",
+          "goforward_pocketsphinx"))
+  c.data.real_english = "corpora/real_english.jsonl"
+  c.eval.splits = ("test", "real_english")
+
+  c.model.conformer.update(dict(model_dim=144, num_layers=6, num_heads=4, conv_kernel=15,
+                                subsampling_channels=32, dropout_rate=0.1))
+  c.train.num_steps = 1500
+  c.train.max_wall_minutes = 13.0
+  c.train.lr = 2e-3
+  c.train.warmup_steps = 200
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 250
+  return c
