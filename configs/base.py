@@ -39,10 +39,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       num_freq_masks=2, freq_mask_width=27, num_time_masks=10, time_mask_max_ratio=0.05))
   c.model.conformer = ml_collections.ConfigDict(dict(
       model_dim=144, num_layers=8, num_heads=4, ff_mult=4, conv_kernel=15, subsampling=4,
-      subsampling_channels=64, dropout_rate=0.1, positions="rotary", causal=False))
+      subsampling_channels=64, dropout_rate=0.1, positions="rotary", causal=False,
+      scan_layers=False))
   c.model.transformer = ml_collections.ConfigDict(dict(
       model_dim=144, num_layers=8, num_heads=4, ff_mult=4, subsampling=4,
-      subsampling_channels=64, dropout_rate=0.1, positions="rotary", causal=False))
+      subsampling_channels=64, dropout_rate=0.1, positions="rotary", causal=False,
+      scan_layers=False))
   c.model.lstm = ml_collections.ConfigDict(dict(
       model_dim=256, num_layers=4, bidirectional=True, subsampling=4,
       subsampling_channels=64, dropout_rate=0.1))
@@ -62,6 +64,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 250
   c.train.keep_last = 2
   c.train.keep_best = 1
+  c.train.report_splits = ()  # config.data entries also decoded at each eval (curves only)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.splits = ("test",)  # names of c.data entries evaluated by launch/eval.py

@@ -13,6 +13,19 @@ def define_config_flag():
                                          lock_config=True)
 
 
+def enable_compilation_cache() -> None:
+  """Persistent XLA cache: a resumed or repeated run reuses compiled steps.
+
+  Location: $DISTILL_JAX_COMPILATION_CACHE, default ~/.cache/distill_jax/xla ('' disables).
+  """
+  import jax
+  path = os.environ.get("DISTILL_JAX_COMPILATION_CACHE",
+                        os.path.expanduser("~/.cache/distill_jax/xla"))
+  if path:
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+
+
 def setup_logging(workdir: str | None = None) -> None:
   handlers = [logging.StreamHandler()]
   if workdir:
@@ -20,5 +33,6 @@ def setup_logging(workdir: str | None = None) -> None:
     handlers.append(logging.FileHandler(os.path.join(workdir, "log.txt")))
   logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  enable_compilation_cache()
   for noisy in ("absl", "orbax", "jax._src"):
     logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -106,6 +106,43 @@ class FeedForward(nn.Module):
     return nn.Dense(d, dtype=self.dtype, name="out")(h)
 
 
+class DepthwiseConv1D(nn.Module):
+  """Depthwise 1-D convolution over time as K shifted multiply-adds: [B, T, D] -> [B, T, D].
+
+  Same maths as `nn.Conv(D, (K,), feature_group_count=D)`, written as elementwise ops that
+  XLA fuses into one loop; on XLA:CPU the grouped convolution measured ~5x slower forward.
+  Centered ('SAME', odd K) or causal (left padding K-1) alignment.
+  """
+  kernel_size: int
+  causal: bool = False
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    k, d = self.kernel_size, x.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(in_axis=0, out_axis=()),
+                        (k, d))
+    bias = self.param("bias", nn.initializers.zeros, (d,))
+    left = k - 1 if self.causal else (k - 1) // 2
+    xp = jnp.pad(x, ((0, 0), (left, k - 1 - left), (0, 0)))
+    t = x.shape[1]
+    y = sum(xp[:, i:i + t] * kernel[i].astype(self.dtype) for i in range(k))
+    return y + bias.astype(self.dtype)
+
+
+def conv2d_patches(x: Array, stride: int = 2) -> Array:
+  """3x3 patches with padding (1, 1): [B, T, F, C] -> [B, ceil(T/s), ceil(F/s), 9C].
+
+  Explicit im2col from nine strided slices, so a 3x3 convolution becomes one matmul whose
+  backward pass is a matmul too (XLA:CPU's Conv2D weight gradient is slow for small channels).
+  """
+  b, t, f, c = x.shape
+  to, fo = -(-t // stride), -(-f // stride)
+  xp = jnp.pad(x, ((0, 0), (1, 1 + stride * to - t), (1, 1 + stride * fo - f), (0, 0)))
+  return jnp.concatenate([xp[:, i:i + stride * to:stride, j:j + stride * fo:stride]
+                          for i in range(3) for j in range(3)], axis=-1)
+
+
 class ConvModule(nn.Module):
   """Conformer convolution module (Gulati et al. 2020).
 
@@ -125,9 +162,7 @@ class ConvModule(nn.Module):
     h = nn.LayerNorm(dtype=self.dtype, name="ln")(x)
     h = nn.glu(nn.Dense(2 * d, dtype=self.dtype, name="pointwise_in")(h), axis=-1)
     h = mask_frames(h, paddings)
-    pad = (self.kernel_size - 1, 0) if self.causal else "SAME"
-    h = nn.Conv(d, (self.kernel_size,), feature_group_count=d, padding=[pad] if self.causal
-                else pad, dtype=self.dtype, name="depthwise")(h)
+    h = DepthwiseConv1D(self.kernel_size, self.causal, self.dtype, name="depthwise")(h)
     h = nn.swish(nn.LayerNorm(dtype=self.dtype, name="ln_conv")(h))
     h = nn.Dense(d, dtype=self.dtype, name="pointwise_out")(h)
     return nn.Dropout(self.dropout_rate)(h, deterministic=not train)
@@ -153,10 +188,11 @@ class ConvSubsampling(nn.Module):
     h = mask_frames(feats, paddings)[..., None]  # [B, T, F, 1]
     n = int(math.log2(self.factor))
     for i in range(n):
-      # Explicit (1, 1) padding: XLA's "SAME" with stride 2 pads on the left only for odd
-      # lengths, which would shift the frame grid with the batch's padded length.
-      h = nn.relu(nn.Conv(self.channels, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                          dtype=self.dtype, name=f"conv{i}")(h))
+      # Explicit (1, 1) padding (XLA's "SAME" with stride 2 pads on the left only for odd
+      # lengths, which would shift the frame grid with the batch's padded length), as a
+      # patches matmul: see `conv2d_patches`.
+      h = nn.relu(nn.Dense(self.channels, dtype=self.dtype, name=f"conv{i}")(
+          conv2d_patches(h)))
       paddings = paddings[:, ::2]
       h = mask_frames(h, paddings)
     b, t, f, c = h.shape

@@ -108,6 +108,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_ds, train_report = load_split(config, config.data.train, "train", tokenizer)
   dev_ds, dev_report = load_split(config, config.data.dev, "dev", tokenizer,
                                   config.data.dev_max_utterances)
+  # Splits decoded at every evaluation for the record (curves), never for model selection.
+  report_sets = {s: load_split(config, config.data[s], s, tokenizer)[0]
+                 for s in config.train.report_splits}
   with open(os.path.join(workdir, "data_report.json"), "w") as f:
     json.dump(dict(train=train_report.to_dict(), dev=dev_report.to_dict()), f, indent=1)
   for rep in (train_report, dev_report):
@@ -143,6 +146,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     res = evaluate_lib.evaluate(forward, state.params, dev_ds, tokenizer,
                                 os.path.join(workdir, "eval", f"dev_step{step}"), name="dev")
     writer.write(step, {"wer": res["wer"], "cer": res["cer"]}, prefix="dev/")
+    for name, ds in report_sets.items():
+      r = evaluate_lib.evaluate(forward, state.params, ds, tokenizer, name=name)
+      writer.write(step, {"wer": r["wer"], "cer": r["cer"]}, prefix=f"{name}/")
     writer.write(step, {"wall_minutes": wall / 60}, prefix="train/")
     return res
 

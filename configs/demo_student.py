@@ -1,0 +1,34 @@
+"""The long CPU run of the default student: 90 minutes on ~10 h of synthetic speech.
+
+  python -m launch.make_corpus --config=configs/demo_student.py --out=corpora/large
+  python -m launch.train --config=configs/demo_student.py --workdir=runs/demo_student
+  python -m launch.eval --config=configs/demo_student.py --workdir=runs/demo_student
+
+Target: test WER on the held-out voices at most 30% within 90 minutes of training on a 2-core
+CPU. `max_wall_minutes` stops the run at 90 minutes (with a final checkpoint and evaluation);
+`num_steps` sets the cosine schedule, sized from the measured step time (launch/bench_step.py).
+"""
+
+from configs import demo
+from configs.corpus import get_corpus_config
+
+
+def get_config(arg=None):
+  c = demo.get_config(arg)
+  c.name = "demo_student"
+  c.data.corpus_dir = "corpora/large"
+  c.data.corpus = get_corpus_config("default", train_hours=10.0)
+  c.data.train = "corpora/large/train.jsonl"
+  c.data.dev = "corpora/large/dev.jsonl"
+  c.data.test = "corpora/large/test.jsonl"
+  c.data.dev_max_utterances = 0
+  c.data.buckets = (2.5, 4.0, 6.0, 8.0, 11.0, 15.5)
+  c.data.batch_seconds = 96.0
+  c.train.num_steps = 6500
+  c.train.max_wall_minutes = 90.0
+  c.train.warmup_steps = 400
+  c.train.lr = 2e-3
+  c.train.eval_every = 400
+  c.train.checkpoint_every = 200
+  c.train.report_splits = ("test",)
+  return c

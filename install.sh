@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what distill-jax needs on a Debian machine with Python 3.11 (CPU; the same code runs
+# on GPU/TPU with the matching jax build).
+#   bash install.sh          system TTS engines + the library's Python packages
+#   bash install.sh --test   the above + test and reference-test packages (pytest, librosa,
+#                            PyTorch CPU, transformers, bitsandbytes)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+missing=()
+for tool in espeak-ng flite; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "install.sh: installing ${missing[*]} with apt-get"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng flite >/dev/null
+fi
+
+PIP="python -m pip install -q --disable-pip-version-check"
+$PIP -r requirements.txt
+if [ "${1:-}" = "--test" ]; then
+  # torch first, pinned: its CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
+  $PIP torch==2.13.0
+  $PIP -r requirements-test.txt -r requirements-reference.txt
+fi
