@@ -24,6 +24,10 @@ def get_config(arg=None):
   c.data.dev_max_utterances = 0
   c.data.buckets = (2.5, 4.0, 6.0, 8.0, 11.0, 15.5)
   c.data.batch_seconds = 96.0
+  # At this compute budget the student underfits: SpecAugment + dropout 0.1 reached dev CER 71%
+  # after 7 minutes, none reached 36% (runs/exp_* in the issue notes), so both are off.
+  c.model.specaug_enabled = False
+  c.model.conformer.dropout_rate = 0.0
   c.train.num_steps = 6500
   c.train.max_wall_minutes = 90.0
   c.train.warmup_steps = 400

@@ -65,7 +65,11 @@ def read_manifest(path: str) -> list[Utterance]:
 
 
 def write_manifest(path: str, utterances: Iterable[Utterance]) -> None:
-  """Writes atomically (temp file + rename); paths below the manifest folder become relative."""
+  """Writes atomically (temp file + rename).
+
+  Audio paths below the manifest's folder are stored relative to it; others are stored
+  absolute (a path relative to the current directory would not survive a move of either).
+  """
   base = os.path.dirname(os.path.abspath(path))
   os.makedirs(base, exist_ok=True)
   tmp = path + ".tmp"
@@ -73,7 +77,6 @@ def write_manifest(path: str, utterances: Iterable[Utterance]) -> None:
     for u in utterances:
       row = dataclasses.asdict(u)
       ap = os.path.abspath(u.path)
-      if ap.startswith(base + os.sep):
-        row["path"] = os.path.relpath(ap, base)
+      row["path"] = os.path.relpath(ap, base) if ap.startswith(base + os.sep) else ap
       f.write(json.dumps(row, ensure_ascii=False) + "\n")
   os.replace(tmp, path)

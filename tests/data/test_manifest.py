@@ -18,6 +18,16 @@ def test_roundtrip_with_relative_paths(tmp_path):
   assert manifest.read_manifest(path) == utts
 
 
+def test_paths_outside_the_manifest_folder_are_stored_absolute(tmp_path, monkeypatch):
+  (tmp_path / "audio").mkdir()
+  (tmp_path / "audio" / "x.wav").write_bytes(b"")
+  monkeypatch.chdir(tmp_path)
+  path = str(tmp_path / "manifests" / "m.jsonl")
+  manifest.write_manifest(path, [manifest.Utterance("x", "audio/x.wav", "A")])
+  assert json.loads(open(path).readline())["path"] == str(tmp_path / "audio" / "x.wav")
+  assert manifest.read_manifest(path)[0].path == str(tmp_path / "audio" / "x.wav")
+
+
 @pytest.mark.parametrize("line,match", [
     ('{"id": "x", "text": "A"}', r"missing field\(s\) \['path'\]"),
     ("{not json", "not valid JSON"),
