@@ -46,18 +46,23 @@ def plot_curves(jsonl_path: str, out_png: str, title: str = "") -> str:
   import matplotlib.pyplot as plt
   rows = read_jsonl(jsonl_path)
   train = [r for r in rows if "train/loss" in r]
-  dev = [r for r in rows if "dev/wer" in r]
+  wall: dict[int, float] = {}  # step -> training wall minutes (logged in its own rows)
+  for r in rows:
+    if "train/wall_minutes" in r:
+      wall[r["step"]] = max(wall.get(r["step"], 0.0), r["train/wall_minutes"])
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   if train:
     axes[0].plot([r["step"] for r in train], [r["train/loss"] for r in train], lw=1)
   axes[0].set(xlabel="step", ylabel="CTC loss per token", title="training loss", yscale="log")
-  if dev:
-    hours = [r.get("train/wall_minutes", 0.0) for r in dev]
-    axes[1].plot(hours, [100 * r["dev/wer"] for r in dev], "o-", label="dev WER")
-    if any("dev/cer" in r for r in dev):
-      axes[1].plot(hours, [100 * r["dev/cer"] for r in dev], "s--", label="dev CER")
+  splits = sorted({k.split("/")[0] for r in rows for k in r if k.endswith("/wer")})
+  for split in splits:
+    ev = [r for r in rows if f"{split}/wer" in r]
+    minutes = [wall.get(r["step"], float("nan")) for r in ev]
+    axes[1].plot(minutes, [100 * r[f"{split}/wer"] for r in ev], "o-", label=f"{split} WER")
+    axes[1].plot(minutes, [100 * r[f"{split}/cer"] for r in ev], "s--", label=f"{split} CER")
+  if splits:
     axes[1].legend()
-  axes[1].set(xlabel="training wall time (minutes)", ylabel="%", title="dev error rates")
+  axes[1].set(xlabel="training wall time (minutes)", ylabel="%", title="error rates (greedy CTC)")
   axes[1].grid(alpha=0.3)
   axes[0].grid(alpha=0.3)
   if title:
