@@ -15,7 +15,7 @@ import ml_collections
 
 from distill_jax import evaluate
 from distill_jax.data import local, synthetic
-from distill_jax.train import loop
+from distill_jax.train import loop, metrics
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   splits = [s for s in config.eval.splits
             if s != "real_english" or os.path.exists(config.data.real_english)]
   results = evaluate.evaluate_checkpoint(config, workdir, "best", splits=splits)
-  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  rows = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   aps = [r["train/audio_sec_per_sec"] for r in rows if "train/audio_sec_per_sec" in r]
   out = dict(name=config.name, corpus_train_hours=corpus["splits"]["train"]["hours"],
              num_params=train["num_params"], steps=train["step"],

@@ -58,7 +58,7 @@ def evaluate(forward: Callable, params: Any, dataset: pipeline.AsrDataset,
     with open(os.path.join(out_dir, "hypotheses.tsv"), "w", encoding="utf-8") as f:
       f.write("id\treference\thypothesis\twer\n")
       for ex, h in zip(dataset.examples, hyp_list):
-        f.write(f"{ex.id}\t{ex.text}\t{h}\t{jiwer.wer(ex.text, h) if h or ex.text else 0:.4f}\n")
+        f.write(f"{ex.id}\t{ex.text}\t{h}\t{jiwer.wer(ex.text, h):.4f}\n")
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
       json.dump(result, f, indent=2)
   return result

@@ -88,8 +88,8 @@ class BucketSpec:
     return per_shard * self.shards
 
   def bucket_of(self, num_samples: int) -> int:
-    return int(np.searchsorted([self.bucket_samples(k) for k in range(len(self.boundaries))],
-                               num_samples, side="left"))
+    """Index of the smallest bucket that holds `num_samples` (boundaries are in seconds)."""
+    return int(np.searchsorted(self.boundaries, num_samples / SAMPLE_RATE, side="left"))
 
 
 def prepare_dataset(
