@@ -37,6 +37,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.specaug_enabled = True
   c.model.specaug = ml_collections.ConfigDict(dict(
       num_freq_masks=2, freq_mask_width=27, num_time_masks=10, time_mask_max_ratio=0.05))
+  # Vocal tract length perturbation: per-utterance spectral warp, a cheap stand-in for voices.
+  c.model.vtlp_enabled = False
+  c.model.vtlp = ml_collections.ConfigDict(dict(min_warp=0.85, max_warp=1.15))
   c.model.conformer = ml_collections.ConfigDict(dict(
       model_dim=144, num_layers=8, num_heads=4, ff_mult=4, conv_kernel=15, subsampling=4,
       subsampling_channels=64, dropout_rate=0.1, positions="rotary", causal=False,

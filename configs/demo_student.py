@@ -28,11 +28,15 @@ def get_config(arg=None):
   # after 7 minutes, none reached 36% (runs/exp_* in the issue notes), so both are off.
   c.model.specaug_enabled = False
   c.model.conformer.dropout_rate = 0.0
-  c.train.num_steps = 6500
+  # What fails to carry over is the voice (54-minute run: dev 30% WER on training voices, test
+  # 48%, the held-out flite voice 73%), so the run warps each utterance's spectrum (VTLP) to
+  # make new voices instead.
+  c.model.vtlp_enabled = True
+  c.train.num_steps = 8000
   c.train.max_wall_minutes = 90.0
   c.train.warmup_steps = 400
   c.train.lr = 2e-3
-  c.train.eval_every = 400
-  c.train.checkpoint_every = 200
+  c.train.eval_every = 800
+  c.train.checkpoint_every = 400
   c.train.report_splits = ("test",)
   return c

@@ -51,6 +51,15 @@ static `num_time_masks`). Masks are built by comparing an iota with per-utteranc
 arrays, so shapes stay static and nothing is sliced dynamically. Masked entries are set to 0,
 the mean of normalized features; time masks lie inside the valid frames and padded frames are
 never modified. Time warping is not implemented.
+
+Vocal tract length perturbation (`vtlp_warp`, Jaitly & Hinton 2013): each utterance's linear
+power spectrum is read at warped frequencies before the mel projection, so its formants and
+harmonics move by a factor alpha (alpha > 1: a shorter vocal tract, higher voice). The warp is
+piecewise linear (Kaldi's VTLN shape): the output bin at frequency f takes the input at f / alpha
+up to a boundary b = 0.875 * Nyquist * min(alpha, 1), then a straight line that meets Nyquist at
+Nyquist, so no band is pushed off the top or left empty. It is applied per utterance inside
+`log_mel` (`warp`), keeps every shape, and is a stand-in for new speakers when the training
+voices are few.
 """
 
 from __future__ import annotations
@@ -348,6 +357,46 @@ def frame_paddings(paddings: jax.Array, config: LogMelConfig = DEFAULT_CONFIG) -
 
 
 # --------------------------------------------------------------------------------------------
+# Vocal tract length perturbation.
+
+
+def vtlp_source_bins(alpha: jax.Array, num_bins: int) -> jax.Array:
+  """Fractional input bin read by each output bin, for warp factors alpha.
+
+  Args:
+    alpha: [B] warp factors (> 0; 1 is the identity).
+    num_bins: K = n_fft // 2 + 1 linear-frequency bins, bin K - 1 at Nyquist.
+
+  Returns:
+    float32 [B, K] source positions in [0, K - 1], increasing in k.
+  """
+  alpha = jnp.asarray(alpha, jnp.float32)[:, None]                          # [B, 1]
+  top = float(num_bins - 1)
+  k = jnp.arange(num_bins, dtype=jnp.float32)[None, :]                      # [1, K]
+  bound = 0.875 * top * jnp.minimum(alpha, 1.0)
+  low = k / alpha
+  # Straight line from (bound, bound / alpha) to (top, top).
+  high = bound / alpha + (k - bound) * (top - bound / alpha) / (top - bound)
+  return jnp.clip(jnp.where(k <= bound, low, high), 0.0, top)
+
+
+def vtlp_warp(power: jax.Array, alpha: jax.Array) -> jax.Array:
+  """Warps [B, T, K] linear-frequency power spectra by per-utterance factors alpha [B].
+
+  Output bin k is the linear interpolation of the input at `vtlp_source_bins(alpha, K)[k]`.
+  """
+  k = power.shape[-1]
+  src = vtlp_source_bins(alpha, k)                                           # [B, K]
+  lo = jnp.floor(src)
+  frac = (src - lo)[:, None, :]
+  lo = lo.astype(jnp.int32)
+  hi = jnp.minimum(lo + 1, k - 1)
+  take = lambda idx: jnp.take_along_axis(power, jnp.broadcast_to(idx[:, None, :], power.shape),
+                                         axis=-1)
+  return take(lo) * (1.0 - frac) + take(hi) * frac
+
+
+# --------------------------------------------------------------------------------------------
 # Log-mel.
 
 
@@ -373,6 +422,7 @@ def log_mel(
     paddings: jax.Array,
     config: LogMelConfig = DEFAULT_CONFIG,
     rng: Optional[jax.Array] = None,
+    warp: Optional[jax.Array] = None,
 ) -> tuple[jax.Array, jax.Array]:
   """Log-mel features of a padded batch of waveforms.
 
@@ -381,6 +431,7 @@ def log_mel(
     paddings: [B, S], 1.0 marks padded samples.
     config: front-end settings (static under jit).
     rng: PRNG key for dither; required only if config.dither > 0.
+    warp: optional [B] VTLP factors (see `vtlp_warp`); None leaves the spectrum as it is.
 
   Returns:
     features: float32 [B, T, num_mels], log(max(mel power, log_floor)); 0 at padded frames.
@@ -398,6 +449,8 @@ def log_mel(
   fpad = frame_paddings(paddings, config)
   frames = frame_signal(x, config.window_length, config.hop_length, config.n_fft)  # [B, T, N]
   power = _power_spectrum(frames, config)  # [B, T, K]
+  if warp is not None:
+    power = vtlp_warp(power, warp)
   mel = jnp.matmul(power, jnp.asarray(config.filterbank()),
                    precision=jax.lax.Precision.HIGHEST)  # [B, T, M]
   feats = jnp.log(jnp.maximum(mel, config.log_floor))

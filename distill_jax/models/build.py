@@ -8,7 +8,7 @@ import ml_collections
 
 from distill_jax.audio import features as feats_lib
 from distill_jax.models import encoders
-from distill_jax.models.student import CtcStudent, SpecAugment
+from distill_jax.models.student import CtcStudent, SpecAugment, Vtlp
 
 
 def build_encoder(cfg: ml_collections.ConfigDict):
@@ -23,9 +23,10 @@ def build_student(cfg: ml_collections.ConfigDict, vocab_size: int) -> CtcStudent
   if cfg.head != "ctc":
     raise ValueError(f"config.model.head={cfg.head!r}: only 'ctc' is built so far")
   specaug = SpecAugment(**cfg.specaug.to_dict()) if cfg.specaug_enabled else None
+  vtlp = Vtlp(**cfg.vtlp.to_dict()) if cfg.vtlp_enabled else None
   return CtcStudent(encoder=build_encoder(cfg), vocab_size=vocab_size,
                     frontend=feats_lib.LogMelConfig.from_config(cfg.frontend),
-                    specaug=specaug, head_dropout=cfg.head_dropout)
+                    specaug=specaug, vtlp=vtlp, head_dropout=cfg.head_dropout)
 
 
 def output_frames(cfg: ml_collections.ConfigDict, num_samples: int) -> int:

@@ -27,6 +27,19 @@ class SpecAugment:
   time_mask_max_ratio: float = 0.05
 
 
+@dataclasses.dataclass(frozen=True)
+class Vtlp:
+  """Vocal tract length perturbation (training only; rng stream 'augment'): each utterance's
+  spectrum is warped by a factor drawn uniformly from [min_warp, max_warp]."""
+  min_warp: float = 0.85
+  max_warp: float = 1.15
+
+  def __post_init__(self):
+    if not 0.0 < self.min_warp <= self.max_warp:
+      raise ValueError(f"Vtlp needs 0 < min_warp <= max_warp, got {self.min_warp}, "
+                       f"{self.max_warp}")
+
+
 class CtcStudent(nn.Module):
   """waveform [B, S] + paddings -> dict(logits [B, T, V], paddings [B, T],
   hidden_states [L+1, B, T, D], encoder_outputs [B, T, D])."""
@@ -34,12 +47,17 @@ class CtcStudent(nn.Module):
   vocab_size: int
   frontend: feats_lib.LogMelConfig = feats_lib.LogMelConfig()
   specaug: SpecAugment | None = SpecAugment()
+  vtlp: Vtlp | None = None
   head_dropout: float = 0.0
 
   def features(self, waveform: Array, wave_paddings: Array, *,
                train: bool) -> tuple[Array, Array]:
     """Normalized log-mel features [B, T, F] and frame paddings [B, T]."""
-    x, pad = feats_lib.log_mel(waveform, wave_paddings, self.frontend)
+    warp = None
+    if train and self.vtlp is not None:
+      warp = jax.random.uniform(self.make_rng("augment"), waveform.shape[:1], jnp.float32,
+                                self.vtlp.min_warp, self.vtlp.max_warp)
+    x, pad = feats_lib.log_mel(waveform, wave_paddings, self.frontend, warp=warp)
     x = feats_lib.normalize_features(x, pad)
     if train and self.specaug is not None:
       x = feats_lib.spec_augment(

@@ -30,11 +30,12 @@ def make_ctc_train_step(model: nn.Module, tx: optax.GradientTransformation,
   def step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
-    k_drop, k_spec = jax.random.split(key)
+    k_drop, k_spec, k_aug = jax.random.split(key, 3)
 
     def loss_fn(params):
       out = model.apply({"params": params}, batch["waveform"], batch["wave_paddings"],
-                        train=True, rngs={"dropout": k_drop, "specaug": k_spec})
+                        train=True,
+                        rngs={"dropout": k_drop, "specaug": k_spec, "augment": k_aug})
       res = ctc_loss_lib.ctc_loss(out["logits"], out["paddings"], batch["labels"],
                                   batch["label_paddings"], blank_id)
       weights = res["weights"] * batch["weights"]

@@ -386,3 +386,44 @@ def test_front_end_pipeline_jits_end_to_end():
   feats, fpad = front_end(jnp.asarray(x), jnp.asarray(p), jax.random.key(0), CFG)
   assert feats.shape == (3, 98, 80) and np.all(np.isfinite(np.asarray(feats)))
   assert np.all(np.asarray(feats)[np.asarray(fpad) > 0] == 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# VTLP.
+
+
+def test_vtlp_identity_and_endpoints():
+  src = np.asarray(F.vtlp_source_bins(jnp.array([1.0, 0.85, 1.15]), 257))
+  np.testing.assert_allclose(src[0], np.arange(257), atol=1e-4)
+  # Every warp keeps DC at DC and Nyquist at Nyquist and reads increasing positions.
+  np.testing.assert_allclose(src[:, 0], 0.0, atol=1e-6)
+  np.testing.assert_allclose(src[:, -1], 256.0, atol=1e-3)
+  assert np.all(np.diff(src, axis=1) > 0)
+
+
+def test_vtlp_moves_a_spectral_peak_by_alpha():
+  """A tone at 1 kHz reappears at alpha * 1 kHz (below the warp boundary)."""
+  sr, n = 16000, 16000
+  t = np.arange(n) / sr
+  wave = np.sin(2 * np.pi * 1000.0 * t).astype(np.float32)[None].repeat(3, 0)
+  frames = F.frame_signal(jnp.asarray(wave), 400, 160, 512)
+  power = F._power_spectrum(frames, F.DEFAULT_CONFIG)         # [3, T, 257]
+  alpha = jnp.array([1.0, 0.9, 1.1])
+  warped = np.asarray(F.vtlp_warp(power, alpha)).mean(axis=1)      # [3, 257]
+  hz_per_bin = sr / 512
+  peaks = warped.argmax(axis=-1) * hz_per_bin
+  # Within one bin (31.25 Hz) of the warped frequency.
+  np.testing.assert_allclose(peaks, [1000.0, 900.0, 1100.0], atol=hz_per_bin)
+
+
+def test_log_mel_with_unit_warp_is_unchanged_and_jittable():
+  rng = np.random.default_rng(0)
+  wave = jnp.asarray(rng.normal(size=(2, 8000)).astype(np.float32) * 0.1)
+  pad = jnp.zeros((2, 8000)).at[1, 5000:].set(1.0)
+  ref, _ = F.log_mel(wave, pad)
+  fn = jax.jit(lambda w, p, a: F.log_mel(w, p, warp=a))
+  got, fpad = fn(wave, pad, jnp.ones((2,)))
+  np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-4)
+  other, _ = fn(wave, pad, jnp.array([1.1, 0.9]))
+  assert np.abs(np.asarray(other - ref)).max() > 0.1
+  np.testing.assert_array_equal(np.asarray(other)[np.asarray(fpad) > 0], 0.0)
