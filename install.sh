@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what distill-jax needs on a Debian machine with Python 3.11 (CPU; the same code runs
 # on GPU/TPU with the matching jax build).
-#   bash install.sh          system TTS engines + the library's Python packages
+#   bash install.sh          system TTS engines + the library's Python packages (with the
+#                            n-gram LM decoder: kenlm, pyctcdecode)
 #   bash install.sh --test   the above + test and reference-test packages (pytest, librosa,
 #                            PyTorch CPU, transformers, bitsandbytes)
 set -euo pipefail
@@ -17,7 +18,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PIP="python -m pip install -q --disable-pip-version-check"
-$PIP -r requirements.txt
+$PIP -r requirements.txt -r requirements-lm.txt
+$PIP --no-deps pyctcdecode==0.5.0  # see requirements-lm.txt
 if [ "${1:-}" = "--test" ]; then
   # torch first, pinned: its CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
   $PIP torch==2.13.0

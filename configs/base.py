@@ -72,3 +72,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.splits = ("test",)  # names of c.data entries evaluated by launch/eval.py
   return c
+  c.eval.decoder = "greedy"  # 'greedy' | 'beam' | 'beam_lm' (n-gram shallow fusion)
+  c.eval.beam_size = 32
+  c.eval.lm = ""  # ARPA file for 'beam_lm' (python -m launch.make_lm)
+  c.eval.lm_alpha = 0.5  # LM weight
+  c.eval.lm_beta = 1.0  # word insertion bonus

@@ -1,10 +1,16 @@
 """Evaluation: decode a dataset with a student, score WER/CER with jiwer, time it.
 
 Writes `hypotheses.tsv` (id, reference, hypothesis, per-utterance WER) and `summary.json`.
+
+Decoders (`config.eval.decoder`): 'greedy' (best path, jitted over the batch), 'beam' (CTC
+prefix beam search, `config.eval.beam_size`), 'beam_lm' (beam search with shallow fusion of the
+word n-gram LM `config.eval.lm` through pyctcdecode + kenlm; weights `lm_alpha`, `lm_beta`,
+tuned on dev with `tune_lm_weights`). The real-time factor counts the network and the decoder.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -19,22 +25,70 @@ from distill_jax.data import pipeline
 from distill_jax.decode import ctc as ctc_decode
 
 
+DECODERS = ("greedy", "beam", "beam_lm")
+
+# An utterance decoder: log-probabilities of its valid frames [T, V] -> normalized text.
+UtteranceDecoder = Callable[[np.ndarray], str]
+
+
+def make_decoder(eval_cfg, tokenizer: text_lib.CharTokenizer) -> UtteranceDecoder | None:
+  """The decoder `eval_cfg.decoder` names; None for greedy (decoded batched under jit)."""
+  kind = eval_cfg.decoder
+  if kind not in DECODERS:
+    raise ValueError(f"config.eval.decoder={kind!r} is not one of {DECODERS}")
+  if kind == "greedy":
+    return None
+  if kind == "beam":
+    def beam(log_probs: np.ndarray) -> str:
+      best = ctc_decode.ctc_prefix_beam_search(log_probs, eval_cfg.beam_size,
+                                               blank_id=tokenizer.blank_id)[0][0]
+      return tokenizer.decode(best)
+    return beam
+  if not eval_cfg.lm or not os.path.exists(eval_cfg.lm):
+    raise FileNotFoundError(
+        f"config.eval.decoder='beam_lm' needs config.eval.lm, an ARPA file; got "
+        f"{eval_cfg.lm!r} (make one with python -m launch.make_lm)")
+  labels = [tokenizer.id_to_token[i] for i in range(tokenizer.vocab_size)]
+  lm_decoder = ctc_decode.build_lm_decoder(labels, eval_cfg.lm, blank_id=tokenizer.blank_id,
+                                           alpha=eval_cfg.lm_alpha, beta=eval_cfg.lm_beta)
+
+  def beam_lm(log_probs: np.ndarray) -> str:
+    text = ctc_decode.ctc_beam_search_lm(log_probs, lm_decoder, eval_cfg.beam_size)[0][0]
+    return " ".join(text.split())
+  return beam_lm
+
+
 def decode_dataset(forward: Callable, params: Any, dataset: pipeline.AsrDataset,
-                   tokenizer: text_lib.CharTokenizer) -> tuple[dict[str, str], float]:
-  """Greedy CTC decoding of every example. Returns ({id: hypothesis}, compute seconds)."""
-  hyps, seconds = {}, 0.0
+                   tokenizer: text_lib.CharTokenizer,
+                   decoder: UtteranceDecoder | None = None,
+                   keep_log_probs: bool = False) -> tuple[dict[str, str], float, dict]:
+  """Decodes every example.
+
+  Returns:
+    ({id: hypothesis}, seconds spent in the network and the decoder,
+     {id: [T, V] float32 log-probabilities of the valid frames} if keep_log_probs else {}).
+  """
+  hyps, seconds, kept = {}, 0.0, {}
   for batch in pipeline.eval_batches(dataset):
     ids = batch.pop("ids")
     t0 = time.perf_counter()
     out = forward(params, batch)
-    tokens, lengths = ctc_decode.ctc_greedy(out["log_probs"], out["paddings"],
-                                            tokenizer.blank_id)
-    tokens, lengths = np.asarray(tokens), np.asarray(lengths)
-    seconds += time.perf_counter() - t0
+    if decoder is None:
+      tokens, lengths = ctc_decode.ctc_greedy(out["log_probs"], out["paddings"],
+                                              tokenizer.blank_id)
+      tokens, lengths = np.asarray(tokens), np.asarray(lengths)
+    log_probs, frames = np.asarray(out["log_probs"]), np.sum(np.asarray(out["paddings"]) < 0.5, 1)
     for r, uid in enumerate(ids):
-      if uid:
+      if not uid:
+        continue
+      if decoder is None:
         hyps[uid] = tokenizer.decode(tokens[r, :lengths[r]])
-  return hyps, seconds
+      else:
+        hyps[uid] = decoder(log_probs[r, :frames[r]])
+      if keep_log_probs:
+        kept[uid] = log_probs[r, :frames[r]]
+    seconds += time.perf_counter() - t0
+  return hyps, seconds, kept
 
 
 def score(refs: list[str], hyps: list[str]) -> dict[str, float]:
@@ -44,9 +98,9 @@ def score(refs: list[str], hyps: list[str]) -> dict[str, float]:
 
 def evaluate(forward: Callable, params: Any, dataset: pipeline.AsrDataset,
              tokenizer: text_lib.CharTokenizer, out_dir: str | None = None,
-             name: str = "eval") -> dict[str, Any]:
+             name: str = "eval", decoder: UtteranceDecoder | None = None) -> dict[str, Any]:
   """Decodes, scores and (optionally) writes hypotheses.tsv and summary.json under out_dir."""
-  hyps, seconds = decode_dataset(forward, params, dataset, tokenizer)
+  hyps, seconds, _ = decode_dataset(forward, params, dataset, tokenizer, decoder)
   refs = [ex.text for ex in dataset.examples]
   hyp_list = [hyps[ex.id] for ex in dataset.examples]
   result = score(refs, hyp_list)
@@ -71,6 +125,8 @@ def evaluate_checkpoint(config, workdir: str, which: str = "best", *,
   from distill_jax.train import loop, steps  # the trainer imports this module
   model, params, tokenizer, step = loop.restore_student(config, workdir, which)
   forward = jax.jit(steps.make_forward_step(model))
+  decoder = make_decoder(config.eval, tokenizer)
+  suffix = "" if decoder is None else f"_{config.eval.decoder}"
   if manifest:
     targets = {name or os.path.splitext(os.path.basename(manifest))[0]: manifest}
   else:
@@ -83,7 +139,35 @@ def evaluate_checkpoint(config, workdir: str, which: str = "best", *,
   for split, path in targets.items():
     dataset, report = loop.load_split(config, path, split, tokenizer)
     res = evaluate(forward, params, dataset, tokenizer,
-                   os.path.join(workdir, "eval", f"{split}_step{step}"), name=split)
-    res.update(step=step, skipped=report.counts())
+                   os.path.join(workdir, "eval", f"{split}_step{step}{suffix}"), name=split,
+                   decoder=decoder)
+    res.update(step=step, skipped=report.counts(), decoder=config.eval.decoder)
+    if config.eval.decoder == "beam_lm":
+      res.update(lm=config.eval.lm, lm_alpha=config.eval.lm_alpha, lm_beta=config.eval.lm_beta)
     results[split] = res
   return results
+
+
+def tune_lm_weights(config, workdir: str, which: str = "best", split: str = "dev",
+                    alphas=(0.3, 0.5, 0.7, 1.0), betas=(0.0, 1.0, 2.0, 3.0)) -> dict[str, Any]:
+  """Grid search of LM weight alpha and word bonus beta for 'beam_lm' on one split.
+
+  The network runs once; each grid point only decodes. Returns the grid (alpha, beta, WER,
+  CER) and the best point by WER.
+  """
+  from distill_jax.train import loop, steps  # the trainer imports this module
+  model, params, tokenizer, step = loop.restore_student(config, workdir, which)
+  forward = jax.jit(steps.make_forward_step(model))
+  dataset, _ = loop.load_split(config, config.data[split], split, tokenizer)
+  _, _, log_probs = decode_dataset(forward, params, dataset, tokenizer, keep_log_probs=True)
+  refs = [ex.text for ex in dataset.examples]
+  grid = []
+  eval_cfg = copy.deepcopy(config.eval)
+  for alpha in alphas:
+    for beta in betas:
+      eval_cfg.lm_alpha, eval_cfg.lm_beta = float(alpha), float(beta)
+      decoder = make_decoder(eval_cfg, tokenizer)
+      hyps = [decoder(log_probs[ex.id]) for ex in dataset.examples]
+      grid.append(dict(alpha=float(alpha), beta=float(beta), **score(refs, hyps)))
+  best = min(grid, key=lambda g: g["wer"])
+  return dict(step=step, split=split, grid=grid, best=best)

@@ -409,6 +409,18 @@ def split_sentences(sentences: Sequence[Sentence],
           "train": order[n_test + n_dev:]}
 
 
+def language_model_text(corpus_cfg: Any) -> list[str]:
+  """Normalized text of every training-split sentence, for a word n-gram LM.
+
+  The training split of the sentence pool (see `split_sentences`), not only the sentences that
+  were synthesized: dev and test sentences and the real-speech evaluation transcripts are
+  never in it, so an LM built from it has not seen any evaluation text.
+  """
+  cfg = resolve_config(corpus_cfg)
+  sentences, _ = load_sentences(cfg)
+  return [s.text for s in split_sentences(sentences, cfg)["train"]]
+
+
 # ----------------------------------------------------------------------------------------------
 # Voices and plan.
 
