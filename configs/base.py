@@ -12,7 +12,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.name = "base"
   c.seed = 0
   c.progress = True
-  c.parallel = "shard_map"  # data parallelism over all devices: 'shard_map' (| 'pmap' later)
+  c.parallel = "shard_map"  # data parallelism over all devices: 'shard_map' | 'pmap'
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.vocab = ""  # path to a vocab.json; empty = the wav2vec2 LibriSpeech vocabulary
@@ -62,6 +62,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.train.b1 = 0.9
   c.train.b2 = 0.98
   c.train.grad_clip = 5.0
+  # >1: each device's batch runs as this many micro-batches (summed gradients, one update)
+  c.train.grad_accum_steps = 1
   c.train.log_every = 25
   c.train.eval_every = 500
   c.train.checkpoint_every = 250
@@ -71,9 +73,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.splits = ("test",)  # names of c.data entries evaluated by launch/eval.py
-  return c
   c.eval.decoder = "greedy"  # 'greedy' | 'beam' | 'beam_lm' (n-gram shallow fusion)
   c.eval.beam_size = 32
   c.eval.lm = ""  # ARPA file for 'beam_lm' (python -m launch.make_lm)
+  c.eval.lm_order = 3  # n-gram order when the demo builds config.eval.lm
   c.eval.lm_alpha = 0.5  # LM weight
   c.eval.lm_beta = 1.0  # word insertion bonus
+  return c

@@ -114,17 +114,20 @@ def main(argv):
   ds, _ = loop.load_split(config, config.data.dev, "dev", tok, progress=False)
   params = loop.init_params(model, ds, 0)
   tx = state_lib.make_optimizer(config.train)
-  mesh = parallel.make_mesh()
-  step = parallel.parallelize(steps.make_ctc_train_step(
-      model, tx, state_lib.learning_rate_schedule(config.train)), mesh)
-  state = parallel.replicate(state_lib.create_state(params, tx, 0), mesh)
+  par = parallel.parallelize(steps.make_ctc_train_step(
+      model, tx, state_lib.learning_rate_schedule(config.train),
+      grad_accum_steps=config.train.grad_accum_steps), parallel.make_mesh(),
+      mode=config.parallel)
+  step = par.step
+  state = par.put_state(state_lib.create_state(params, tx, 0))
   print(f"\ntrain step ({state_lib.count_params(params):,} params, batch_seconds="
         f"{config.data.batch_seconds}):")
   print(f"{'batch x samples':<18} {'compile s':>9} {'step ms':>9} {'padded audio s/s':>17}")
   for k_, members in enumerate(ds.bucket_members):
     if not members:
       continue
-    batch = parallel.shard_batch(ds.assemble(k_, members[:ds.buckets.batch_size(k_)]), mesh)
+    host_batch = ds.assemble(k_, members[:ds.buckets.batch_size(k_)])
+    batch = par.put_batch(host_batch)
     t0 = time.perf_counter()
     state, m = step(state, batch)
     jax.block_until_ready(m)
@@ -136,7 +139,7 @@ def main(argv):
       jax.block_until_ready(m)
       times.append(time.perf_counter() - t0)
     ms = 1000 * float(np.median(times))
-    shape = batch["waveform"].shape
+    shape = host_batch["waveform"].shape
     print(f"{shape[0]:>4} x {shape[1]:<11} {compile_s:>9.1f} {ms:>9.0f} "
           f"{shape[0] * shape[1] / 16000 / (ms / 1000):>17.0f}")
 

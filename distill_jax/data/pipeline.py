@@ -69,7 +69,7 @@ class BucketSpec:
   """Length buckets (upper bounds in seconds) and the padded audio seconds per batch."""
   boundaries: tuple[float, ...] = (2.0, 3.0, 4.0, 5.0, 6.5, 8.0, 10.0, 12.5, 16.0)
   batch_seconds: float = 160.0
-  shards: int = 1  # batch sizes are multiples of this (number of devices)
+  shards: int = 1  # batch sizes are multiples of this (devices x grad-accumulation steps)
   label_multiple: int = 16  # label lengths are rounded up to a multiple of this
 
   def __post_init__(self):

@@ -42,10 +42,15 @@ def load_tokenizer(config: ml_collections.ConfigDict) -> text_lib.CharTokenizer:
           else text_lib.CharTokenizer())
 
 
+def batch_multiple(config: ml_collections.ConfigDict) -> int:
+  """Batch sizes are multiples of this: devices x gradient-accumulation micro-batches."""
+  return jax.device_count() * config.train.grad_accum_steps
+
+
 def bucket_spec(config: ml_collections.ConfigDict) -> pipeline.BucketSpec:
   return pipeline.BucketSpec(boundaries=tuple(config.data.buckets),
                              batch_seconds=config.data.batch_seconds,
-                             shards=jax.device_count())
+                             shards=batch_multiple(config))
 
 
 def load_split(config: ml_collections.ConfigDict, manifest_path: str, name: str,
@@ -116,6 +121,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   for rep in (train_report, dev_report):
     log.info("%s: kept %d utterances (%.2f h); skipped %s", rep.name, rep.kept,
              rep.kept_seconds / 3600, rep.counts() or "none")
+  log.info("data parallel: %s over %d device(s), %d micro-batch(es) per device; batch sizes "
+           "rounded down to multiples of %d", config.parallel, jax.device_count(),
+           cfg_t.grad_accum_steps, batch_multiple(config))
   log.info("train batch shapes (batch, samples, labels): %s", train_ds.batch_shapes())
 
   params = init_params(model, train_ds, config.seed)
@@ -134,29 +142,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     wall_offset = float(extra.get("wall_seconds", 0.0))
     log.info("resumed from step %d (data position %s)", step, position)
 
-  mesh = parallel.make_mesh()
-  step_fn = parallel.parallelize(steps_lib.make_ctc_train_step(model, tx, lr_schedule,
-                                                                tokenizer.blank_id), mesh,
-                                 mode=config.parallel)
+  start = int(state.step)
+  par = parallel.parallelize(
+      steps_lib.make_ctc_train_step(model, tx, lr_schedule, tokenizer.blank_id,
+                                    grad_accum_steps=cfg_t.grad_accum_steps),
+      parallel.make_mesh(), mode=config.parallel)
   forward = jax.jit(steps_lib.make_forward_step(model))
-  state = parallel.replicate(state, mesh)
+  state = par.put_state(state)
   writer = metrics_lib.MetricWriter(workdir)
 
   def run_eval(step: int, wall: float) -> dict:
-    res = evaluate_lib.evaluate(forward, state.params, dev_ds, tokenizer,
+    params = par.get_state(state).params
+    res = evaluate_lib.evaluate(forward, params, dev_ds, tokenizer,
                                 os.path.join(workdir, "eval", f"dev_step{step}"), name="dev")
     writer.write(step, {"wer": res["wer"], "cer": res["cer"]}, prefix="dev/")
     for name, ds in report_sets.items():
-      r = evaluate_lib.evaluate(forward, state.params, ds, tokenizer, name=name)
+      r = evaluate_lib.evaluate(forward, params, ds, tokenizer, name=name)
       writer.write(step, {"wer": r["wer"], "cer": r["cer"]}, prefix=f"{name}/")
     writer.write(step, {"wall_minutes": wall / 60}, prefix="train/")
     return res
 
   def save(step: int, wall: float, it: pipeline.BatchIterator, metrics=None) -> None:
-    ckpt.save(step, state, dict(data_position=it.position.to_dict(), config=config.to_dict(),
-                                wall_seconds=wall, num_params=num_params), metrics)
+    ckpt.save(step, par.get_state(state),
+              dict(data_position=it.position.to_dict(), config=config.to_dict(),
+                   wall_seconds=wall, num_params=num_params), metrics)
 
-  start = int(state.step)
   t_start = time.time() - wall_offset
   shapes_seen: set = set()
   pending, window_audio, window_t0 = [], 0.0, time.time()
@@ -171,14 +181,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       batch = next(it)
       shapes_seen.add(batch["waveform"].shape)
       window_audio += float(np.sum(1.0 - batch["wave_paddings"])) / pipeline.SAMPLE_RATE
-      state, m = step_fn(state, parallel.shard_batch(batch, mesh))
+      state, m = par.step(state, par.put_batch(batch))
       pending.append(m)
       bar.update(1)
       wall = time.time() - t_start
       last = step == cfg_t.num_steps or (cfg_t.max_wall_minutes and
                                           wall > 60 * cfg_t.max_wall_minutes)
       if step % cfg_t.log_every == 0 or last:
-        ms = jax.device_get(pending)
+        ms = par.get_metrics(pending)
         pending = []
         now = time.time()
         row = {k: float(np.mean([x[k] for x in ms])) for k in ("loss", "grad_norm", "lr")}
@@ -202,15 +212,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   finally:
     it.close()
     bar.close()
-  compiled = getattr(step_fn, "_cache_size", lambda: len(shapes_seen))()
+  compiled = par.compiled_programs() or len(shapes_seen)
   log.info("compiled %d train-step programs for %d batch shapes", compiled, len(shapes_seen))
   writer.close()
   ckpt.close()
   png = metrics_lib.plot_curves(writer.jsonl_path, os.path.join(workdir, "curves.png"),
                                 title=config.get("name", ""))
+  skipped = int(jax.device_get(par.get_state(state).skipped))
   summary = dict(step=step, num_params=num_params, train_hours=train_ds.total_seconds / 3600,
                  dev=last_dev, compiled_programs=compiled, wall_minutes=(time.time() - t_start)
-                 / 60, curves=png, skipped_updates=int(jax.device_get(state.skipped)))
+                 / 60, curves=png, skipped_updates=skipped)
   with open(os.path.join(workdir, "train_summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
   return summary

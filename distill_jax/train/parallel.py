@@ -1,9 +1,17 @@
 """Data parallelism: the step is written for one device's shard; this module runs it on all.
 
 The step function takes `(state, batch)` for its shard and reduces across the named axis
-`DATA_AXIS` with `lax.psum`/`lax.pmean`. `parallelize` runs it with `jax.jit` over
-`jax.shard_map` on a 1-D mesh of all devices (batch split on its leading axis, state
-replicated), or with `jax.pmap` when asked. On one device both are the plain jitted step.
+`DATA_AXIS` with `lax.psum`/`lax.pmean`. `parallelize` wraps it in a `Parallel`, which runs it
+with `jax.jit` over `jax.shard_map` on a 1-D mesh of all devices (batch split on its leading
+axis, state replicated), or with `jax.pmap` when asked, and owns the layouts each mode needs:
+
+  mode        state on devices            batch on devices            metrics out
+  shard_map   global shapes, replicated   [B, ...] split on axis 0    replicated scalars
+  pmap        [N, ...] one copy/device    [N, B/N, ...]               [N] (equal copies)
+
+Callers never look at those layouts: they go through `put_state` / `get_state` (one copy, for
+checkpoints and evaluation), `put_batch` and `get_metrics`. On one device both modes are the
+plain jitted step.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+MODES = ("shard_map", "pmap")
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -22,24 +31,134 @@ def make_mesh(devices=None) -> Mesh:
   return Mesh(np.array(devices), (DATA_AXIS,))
 
 
-def parallelize(step_fn: Callable, mesh: Mesh, *, mode: str = "shard_map",
-                donate_state: bool = True) -> Callable:
-  """Wraps `step_fn(state, batch) -> (state, metrics)`; metrics must be reduced already."""
-  donate = (0,) if donate_state else ()
-  if mode == "shard_map":
-    mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
-                           out_specs=(P(), P()), check_vma=False)
-    return jax.jit(mapped, donate_argnums=donate)
-  if mode == "pmap":
-    raise NotImplementedError("parallel='pmap' arrives with the distillation step")
-  raise ValueError(f"config.parallel={mode!r} is not 'shard_map' or 'pmap'")
+def check_batch_divides(batch: dict[str, Any], num_devices: int) -> int:
+  """Returns the batch size B, raising unless every field's leading size is B and N | B."""
+  sizes = {k: np.shape(v)[0] for k, v in batch.items() if k != "ids"}
+  if len(set(sizes.values())) != 1:
+    raise ValueError(f"batch fields have different leading sizes: {sizes}")
+  b = next(iter(sizes.values()))
+  if b % num_devices:
+    raise ValueError(f"batch size {b} is not divisible by the number of devices "
+                     f"({num_devices}); make batch sizes multiples of the device count "
+                     "(pipeline.BucketSpec(shards=...))")
+  return b
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Places the numeric fields of a host batch on the mesh, split along the batch axis."""
+  """Places the numeric fields of a host batch on the mesh, split along the batch axis.
+
+  Args:
+    batch: host arrays with a common leading size B (`ids`, if present, is dropped).
+    mesh: the 1-D data mesh of N devices.
+
+  Returns:
+    The fields as global [B, ...] arrays, rows B/N * i ... on device i.
+
+  Raises:
+    ValueError: naming B and N when N does not divide B.
+  """
+  check_batch_divides(batch, mesh.size)
   sharding = NamedSharding(mesh, P(DATA_AXIS))
   return {k: jax.device_put(v, sharding) for k, v in batch.items() if k != "ids"}
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
+  """One copy of `tree` on every device of the mesh (global shapes unchanged)."""
   return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+class Parallel:
+  """A per-shard step run on every device of `mesh`, with the data layouts it needs.
+
+  Use as
+    par = parallelize(step_fn, mesh, mode=config.parallel)
+    state = par.put_state(state)
+    state, metrics = par.step(state, par.put_batch(host_batch))
+    host_state = par.get_state(state); host_metrics = par.get_metrics(metrics)
+  """
+
+  def __init__(self, step_fn: Callable, mesh: Mesh, mode: str, donate_state: bool = True):
+    if mode not in MODES:
+      raise ValueError(f"config.parallel={mode!r} is not one of {MODES}")
+    if mesh.axis_names != (DATA_AXIS,):
+      raise ValueError(f"the mesh must be 1-D with axis {DATA_AXIS!r}, got {mesh.axis_names}")
+    self.mode, self.mesh = mode, mesh
+    self.devices = list(mesh.devices.flat)
+    self._split = NamedSharding(mesh, P(DATA_AXIS))
+    donate = (0,) if donate_state else ()
+    if mode == "shard_map":
+      mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
+                             out_specs=(P(), P()), check_vma=False)
+      self.step = jax.jit(mapped, donate_argnums=donate)
+    else:
+      self.step = jax.pmap(step_fn, axis_name=DATA_AXIS, devices=self.devices,
+                           donate_argnums=donate)
+
+  @property
+  def num_devices(self) -> int:
+    return len(self.devices)
+
+  def __call__(self, state: Any, batch: dict[str, jax.Array]) -> tuple[Any, dict]:
+    return self.step(state, batch)
+
+  def put_state(self, state: Any) -> Any:
+    """Host (or single-copy) state -> the step's layout: replicated, or [N, ...] for pmap."""
+    if self.mode == "shard_map":
+      return replicate(state, self.mesh)
+    n = self.num_devices
+
+    def stack(x):
+      x = np.asarray(jax.device_get(x))[None]
+      return jax.make_array_from_single_device_arrays(
+          (n,) + x.shape[1:], self._split, [jax.device_put(x, d) for d in self.devices])
+
+    return jax.tree_util.tree_map(stack, state)
+
+  def get_state(self, state: Any) -> Any:
+    """The step's layout -> one copy with the original shapes (checkpoints, evaluation).
+
+    For pmap this is device 0's copy, kept on device 0 (no host round trip).
+    """
+    if self.mode == "shard_map":
+      return state
+    return jax.tree_util.tree_map(lambda x: x.addressable_data(0)[0], state)
+
+  def put_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Host batch of B rows -> device layout: [B, ...] split, or [N, B/N, ...] for pmap.
+
+    Drops `ids`. Raises ValueError naming B and N when N does not divide B.
+    """
+    if self.mode == "shard_map":
+      return shard_batch(batch, self.mesh)
+    b = check_batch_divides(batch, self.num_devices)
+    n = self.num_devices
+    return {k: jax.device_put(np.reshape(v, (n, b // n) + np.shape(v)[1:]), self._split)
+            for k, v in batch.items() if k != "ids"}
+
+  def get_metrics(self, metrics: Any) -> Any:
+    """Metrics (any pytree of them, e.g. a list of per-step dicts) -> host numpy, one copy."""
+    host = jax.device_get(metrics)
+    if self.mode == "shard_map":
+      return host
+    return jax.tree_util.tree_map(lambda x: x[0], host)
+
+  def compiled_programs(self) -> int | None:
+    """How many programs the step has compiled (None when JAX does not say)."""
+    size = getattr(self.step, "_cache_size", None)
+    return size() if callable(size) else None
+
+
+def parallelize(step_fn: Callable, mesh: Mesh, *, mode: str = "shard_map",
+                donate_state: bool = True) -> Parallel:
+  """Wraps `step_fn(state, batch) -> (state, metrics)`; metrics must be reduced already.
+
+  Args:
+    step_fn: the step for one device's shard; reduces over `DATA_AXIS` with psum/pmean.
+    mesh: 1-D mesh (`make_mesh()`) of the devices to run on.
+    mode: 'shard_map' (jit over shard_map) or 'pmap'.
+    donate_state: donate the state buffers to the step (do not reuse the input state).
+
+  Returns:
+    A `Parallel`: `.step` / call, plus `put_state`, `get_state`, `put_batch`, `get_metrics`.
+  """
+  return Parallel(step_fn, mesh, mode, donate_state)
