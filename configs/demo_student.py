@@ -39,4 +39,5 @@ def get_config(arg=None):
   c.train.eval_every = 800
   c.train.checkpoint_every = 400
   c.train.report_splits = ("test",)
+  c.eval.lm = "corpora/large/lm3.arpa"
   return c

@@ -27,8 +27,7 @@ def main(argv):
   common.setup_logging()
   config = _CONFIG.value
   text = synthetic.language_model_text(config.data.corpus)
-  lm = ngram.train_kneser_ney(text, order=_ORDER.value)
-  lm.write_arpa(_OUT.value)
+  lm = ngram.build_arpa(text, _OUT.value, order=_ORDER.value)
   dev = [u.text for u in manifest.read_manifest(config.data.dev)]
   logging.getLogger(__name__).info("%d-gram LM on %d sentences (%d words in the vocabulary) -> %s; dev perplexity "
                "%.1f over %d sentences", _ORDER.value, len(text), len(lm.vocabulary), _OUT.value,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 from typing import Iterable, Sequence
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
@@ -164,6 +165,15 @@ def _interpolated(probs, gammas, gram: Ngram) -> float:
   h = gram[:-1]
   g = gammas[k - 1].get(h, 1.0) if k > 1 else 1.0
   return math.log10(g) + _interpolated(probs, gammas, gram[1:])
+
+
+def build_arpa(sentences: Iterable[str], path: str, order: int = 3) -> NgramLM:
+  """Estimates a model on `sentences` and writes it to `path` (ARPA; atomically)."""
+  lm = train_kneser_ney(sentences, order=order)
+  tmp = path + ".tmp"
+  lm.write_arpa(tmp)
+  os.replace(tmp, path)
+  return lm
 
 
 def corpus_perplexity(lm: NgramLM, sentences: Iterable[str]) -> float:
