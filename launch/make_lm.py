@@ -29,9 +29,10 @@ def main(argv):
   text = synthetic.language_model_text(config.data.corpus)
   lm = ngram.build_arpa(text, _OUT.value, order=_ORDER.value)
   dev = [u.text for u in manifest.read_manifest(config.data.dev)]
-  logging.getLogger(__name__).info("%d-gram LM on %d sentences (%d words in the vocabulary) -> %s; dev perplexity "
-               "%.1f over %d sentences", _ORDER.value, len(text), len(lm.vocabulary), _OUT.value,
-               ngram.corpus_perplexity(lm, dev), len(dev))
+  logging.getLogger(__name__).info(
+      "%d-gram LM on %d sentences (%d words in the vocabulary) -> %s; dev perplexity %.1f over "
+      "%d sentences", _ORDER.value, len(text), len(lm.vocabulary), _OUT.value,
+      ngram.corpus_perplexity(lm, dev), len(dev))
 
 
 if __name__ == "__main__":

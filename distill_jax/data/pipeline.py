@@ -287,7 +287,8 @@ class BatchIterator:
                position: Position = Position(), prefetch: int = 4,
                process_index: int = 0, process_count: int = 1):
     self.dataset = dataset
-    self.seed, self.shuffle, self.drop_remainder, self.repeat = seed, shuffle, drop_remainder, repeat
+    self.seed, self.shuffle = seed, shuffle
+    self.drop_remainder, self.repeat = drop_remainder, repeat
     self.position = position
     self._process = (process_index, process_count)
     self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
