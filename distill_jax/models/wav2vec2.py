@@ -42,7 +42,7 @@ import functools
 import json
 import logging
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -652,3 +652,32 @@ class TeacherForward:
       logging.info("wav2vec2 teacher: compiling for input shape %s (%d shapes so far)", shape,
                    len(self.compiled_shapes))
     return self._fn(params, waveform, paddings)
+
+
+def make_teacher_fn(model: Wav2Vec2ForCTC, layers: Sequence[int] = ()):
+  """The frozen teacher as the distillation step calls it (see train/steps.py `TeacherFn`).
+
+  Returns fn(params, waveform [B, S], wave_paddings [B, S]) -> dict(
+    log_probs [B, Tt, V] float32 (temperature 1), paddings [B, Tt],
+    hidden [P, B, Tt, D] float32: hidden_states[layers] (P = len(layers), may be 0)).
+  The waveform is normalized first when the teacher's config asks for it (as its processor
+  would); dropout is off.
+  """
+  layers = tuple(int(i) for i in layers)
+  n = model.config.num_hidden_layers + 1
+  bad = [i for i in layers if not 0 <= i < n]
+  if bad:
+    raise ValueError(f"teacher layer(s) {bad} do not exist: the teacher has hidden states "
+                     f"0..{n - 1} (0 = the input of the first transformer layer)")
+
+  def fn(params, waveform, wave_paddings):
+    x = (normalize_waveform(waveform, wave_paddings) if model.config.do_normalize
+         else waveform)
+    out = model.apply({"params": params}, x, wave_paddings, deterministic=True)
+    states = out["hidden_states"]
+    hidden = (states[jnp.asarray(layers)].astype(jnp.float32) if layers
+              else jnp.zeros((0,) + states.shape[1:], jnp.float32))
+    return dict(log_probs=jax.nn.log_softmax(out["logits"], axis=-1),
+                paddings=out["frame_paddings"], hidden=hidden)
+
+  return fn

@@ -77,7 +77,8 @@ class Parallel:
     host_state = par.get_state(state); host_metrics = par.get_metrics(metrics)
   """
 
-  def __init__(self, step_fn: Callable, mesh: Mesh, mode: str, donate_state: bool = True):
+  def __init__(self, step_fn: Callable, mesh: Mesh, mode: str, donate_state: bool = True,
+               num_frozen: int = 0):
     if mode not in MODES:
       raise ValueError(f"config.parallel={mode!r} is not one of {MODES}")
     if mesh.axis_names != (DATA_AXIS,):
@@ -87,7 +88,8 @@ class Parallel:
     self._split = NamedSharding(mesh, P(DATA_AXIS))
     donate = (0,) if donate_state else ()
     if mode == "shard_map":
-      mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
+      mapped = jax.shard_map(step_fn, mesh=mesh,
+                             in_specs=(P(), P(DATA_AXIS)) + (P(),) * num_frozen,
                              out_specs=(P(), P()), check_vma=False)
       self.step = jax.jit(mapped, donate_argnums=donate)
     else:
@@ -98,8 +100,13 @@ class Parallel:
   def num_devices(self) -> int:
     return len(self.devices)
 
-  def __call__(self, state: Any, batch: dict[str, jax.Array]) -> tuple[Any, dict]:
-    return self.step(state, batch)
+  def __call__(self, state: Any, batch: dict[str, jax.Array], *frozen) -> tuple[Any, dict]:
+    return self.step(state, batch, *frozen)
+
+  def put_frozen(self, tree: Any) -> Any:
+    """Frozen inputs of the step (e.g. teacher params): laid out like the state, never
+    donated."""
+    return self.put_state(tree)
 
   def put_state(self, state: Any) -> Any:
     """Host (or single-copy) state -> the step's layout: replicated, or [N, ...] for pmap."""
@@ -149,16 +156,18 @@ class Parallel:
 
 
 def parallelize(step_fn: Callable, mesh: Mesh, *, mode: str = "shard_map",
-                donate_state: bool = True) -> Parallel:
-  """Wraps `step_fn(state, batch) -> (state, metrics)`; metrics must be reduced already.
+                donate_state: bool = True, num_frozen: int = 0) -> Parallel:
+  """Wraps `step_fn(state, batch, *frozen) -> (state, metrics)`; metrics reduced already.
 
   Args:
     step_fn: the step for one device's shard; reduces over `DATA_AXIS` with psum/pmean.
     mesh: 1-D mesh (`make_mesh()`) of the devices to run on.
     mode: 'shard_map' (jit over shard_map) or 'pmap'.
     donate_state: donate the state buffers to the step (do not reuse the input state).
+    num_frozen: number of extra replicated, read-only arguments after the batch (e.g. the
+      teacher params of the distillation step; place them with `put_frozen`).
 
   Returns:
     A `Parallel`: `.step` / call, plus `put_state`, `get_state`, `put_batch`, `get_metrics`.
   """
-  return Parallel(step_fn, mesh, mode, donate_state)
+  return Parallel(step_fn, mesh, mode, donate_state, num_frozen)

@@ -1,12 +1,19 @@
 """Train and eval steps, written for one device's shard of the batch.
 
 Reductions across devices go through `lax.psum` over `parallel.DATA_AXIS`; run the steps with
-`parallel.parallelize`. The loss is normalized by the number of target tokens in the GLOBAL
-batch, so the update does not depend on how the batch is split over devices.
+`parallel.parallelize`. Every loss term is normalized by a count over the GLOBAL batch (target
+tokens, frame weights, frames), so the update does not depend on how the batch is split over
+devices. A non-finite loss or gradient skips the update (params and optimizer state untouched)
+and is counted in `state.skipped`.
+
+`make_ctc_train_step`: CTC on the ground truth. `make_distill_train_step`: knowledge
+distillation from a frozen teacher, online (teacher params are an argument of the step, never in
+the optimizer state) or from the offline cache (teacher outputs are fields of the batch).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -14,13 +21,28 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from distill_jax.decode import ctc as ctc_decode
 from distill_jax.losses import ctc as ctc_loss_lib
+from distill_jax.losses import distill as kd
 from distill_jax.train.parallel import DATA_AXIS
 from distill_jax.train.state import TrainState
 
 
 def _finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def _apply_update(state: TrainState, tx: optax.GradientTransformation, loss: jax.Array,
+                  grads: Any) -> tuple[TrainState, jax.Array]:
+  """One optimizer update, skipped (and counted) when the loss or a gradient is not finite."""
+  ok = jnp.isfinite(loss) & _finite(grads)
+  updates, new_opt = tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+  return state.replace(
+      step=state.step + 1, params=keep(new_params, state.params),
+      opt_state=keep(new_opt, state.opt_state),
+      skipped=state.skipped + (1 - ok.astype(jnp.int32))), ok
 
 
 def make_ctc_train_step(model: nn.Module, tx: optax.GradientTransformation,
@@ -87,14 +109,7 @@ def make_ctc_train_step(model: nn.Module, tx: optax.GradientTransformation,
     norm = jnp.maximum(jax.lax.psum(aux["tokens"], DATA_AXIS), 1.0)
     loss = jax.lax.psum(local_sum, DATA_AXIS) / norm
     grads = jax.tree_util.tree_map(lambda g: g / norm, jax.lax.psum(grads, DATA_AXIS))
-    ok = jnp.isfinite(loss) & _finite(grads)
-    updates, new_opt = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
-    new_state = state.replace(
-        step=state.step + 1, params=keep(new_params, state.params),
-        opt_state=keep(new_opt, state.opt_state),
-        skipped=state.skipped + (1 - ok.astype(jnp.int32)))
+    new_state, ok = _apply_update(state, tx, loss, grads)
     metrics = dict(
         loss=loss, grad_norm=optax.global_norm(grads), lr=lr_schedule(state.step),
         tokens=jax.lax.psum(aux["tokens"], DATA_AXIS),
@@ -104,6 +119,167 @@ def make_ctc_train_step(model: nn.Module, tx: optax.GradientTransformation,
     return new_state, metrics
 
   return step
+
+
+@dataclasses.dataclass(frozen=True)
+class KdSpec:
+  """What the distillation step optimizes (see losses/distill.py for the maths):
+
+    L = alpha * CTC(labels) + beta * T^2 KL(p_t^T || p_s^T) + gamma * L_hidden
+
+  Attributes:
+    alpha, beta, gamma: weights of the hard, soft and hidden-state terms.
+    temperature: T.
+    blank_weight, blank_threshold: down-weighting of frames where the teacher is confidently
+      blank (blank_weight 1.0 = off).
+    frame_ratio: teacher frames per student frame (1, 2 or 4: 20 ms teacher, 20/40/80 ms
+      student).
+    hard_labels: 'ground_truth' (the transcript) or 'teacher' (the teacher's greedy transcript:
+      sequence-level KD, for unlabeled audio).
+    layer_pairs: (student_layer, teacher_layer) pairs of the hidden-state term.
+    hidden_loss: 'nmse' or 'l1_cos'.
+    teacher_dim: width of the teacher's hidden states (projection output size).
+  """
+  alpha: float = 1.0
+  beta: float = 1.0
+  gamma: float = 0.0
+  temperature: float = 2.0
+  blank_weight: float = 1.0
+  blank_threshold: float = 0.9
+  frame_ratio: int = 2
+  hard_labels: str = "ground_truth"
+  layer_pairs: tuple[tuple[int, int], ...] = ()
+  hidden_loss: str = "l1_cos"
+  teacher_dim: int = 0
+
+  def __post_init__(self):
+    if self.hard_labels not in ("ground_truth", "teacher"):
+      raise ValueError(f"distill.hard_labels={self.hard_labels!r} is not 'ground_truth' or "
+                       "'teacher'")
+    if self.gamma and not self.layer_pairs:
+      raise ValueError(f"distill.gamma={self.gamma} needs layer pairs for the hidden term")
+    if self.layer_pairs and self.teacher_dim <= 0:
+      raise ValueError("hidden-state distillation needs the teacher's hidden width")
+
+
+# Online teacher: (teacher_params, waveform [B, S], wave_paddings [B, S]) ->
+#   dict(log_probs [B, Tt, V], paddings [B, Tt], hidden [P, B, Tt, Dt] (P may be 0)).
+TeacherFn = Callable[[Any, jax.Array, jax.Array], dict[str, jax.Array]]
+
+TEACHER_FIELDS = ("teacher_log_probs", "teacher_paddings", "teacher_hidden")
+
+
+def _teacher_labels(log_probs: jax.Array, paddings: jax.Array,
+                    blank_id: int) -> tuple[jax.Array, jax.Array]:
+  """Greedy teacher transcripts as CTC targets: labels [B, Tt] and label paddings [B, Tt]."""
+  ids, lengths = ctc_decode.ctc_greedy(log_probs, paddings, blank_id)
+  label_paddings = (jnp.arange(ids.shape[1])[None, :] >= lengths[:, None]).astype(jnp.float32)
+  return jnp.maximum(ids, 0), label_paddings
+
+
+def make_distill_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                            lr_schedule: optax.Schedule, spec: KdSpec,
+                            teacher_fn: TeacherFn | None = None, blank_id: int = 0) -> Callable:
+  """Returns step(state, batch, teacher_params) -> (state, metrics) for one shard.
+
+  `state.params` is {'student': the student's params, 'projections': the hidden-state
+  projections' params ({} without a hidden term)}; only the student is kept for inference.
+  With `teacher_fn`, the teacher runs inside the step on the shard's waveforms, frozen
+  (stop_gradient; its params are the step's third argument, never in the optimizer state).
+  Without it, the batch carries the cached teacher outputs (`data/teacher_cache.py`):
+  teacher_log_probs [b, Tt, V], teacher_paddings [b, Tt] and, with a hidden term,
+  teacher_hidden [b, P, Tt, Dt] (batch-major, so it is split over devices like every other
+  field); `teacher_params` is then ignored (pass None).
+  """
+  projections = kd.HiddenProjections(spec.layer_pairs, spec.teacher_dim)
+
+  def teacher_outputs(teacher_params, batch):
+    if teacher_fn is None:
+      missing = [k for k in TEACHER_FIELDS[:2] if k not in batch]
+      if missing:
+        raise ValueError(f"the distillation step has no teacher_fn and the batch lacks the "
+                         f"cached teacher fields {missing}")
+      hidden = batch.get("teacher_hidden")
+      out = dict(log_probs=batch["teacher_log_probs"], paddings=batch["teacher_paddings"],
+                 hidden=None if hidden is None else jnp.swapaxes(hidden, 0, 1))
+    else:
+      out = teacher_fn(teacher_params, batch["waveform"], batch["wave_paddings"])
+    return jax.tree_util.tree_map(jax.lax.stop_gradient, out)
+
+  def step(state: TrainState, batch: dict[str, jax.Array],
+           teacher_params: Any) -> tuple[TrainState, dict]:
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
+    k_drop, k_spec, k_aug = jax.random.split(key, 3)
+    teacher = teacher_outputs(teacher_params, batch)
+    if spec.hard_labels == "teacher":
+      labels, label_paddings = _teacher_labels(teacher["log_probs"], teacher["paddings"],
+                                               blank_id)
+    else:
+      labels, label_paddings = batch["labels"], batch["label_paddings"]
+
+    def loss_fn(params):
+      out = model.apply({"params": params["student"]}, batch["waveform"],
+                        batch["wave_paddings"], train=True,
+                        rngs={"dropout": k_drop, "specaug": k_spec, "augment": k_aug})
+      ts = out["logits"].shape[1]
+      t_lp, t_pad = kd.align_teacher(teacher["log_probs"], teacher["paddings"],
+                                     spec.frame_ratio, ts)
+      pad = jnp.maximum(out["paddings"], t_pad)
+      row_pad = jnp.maximum(pad, (batch["weights"] <= 0)[:, None].astype(pad.dtype))
+      # Hard term: summed over the shard, normalized by the global count of target tokens.
+      hard = ctc_loss_lib.ctc_loss(out["logits"], out["paddings"], labels, label_paddings,
+                                   blank_id)
+      w = hard["weights"] * batch["weights"]
+      tokens = jnp.sum(jnp.sum(1.0 - label_paddings, 1) * w)
+      hard_sum = jnp.sum(hard["per_example"] * w)
+      # Soft term: frame-weighted KL sum (T^2 included), normalized by the global weight.
+      soft = kd.kl_divergence(out["logits"], t_lp, row_pad, spec.temperature,
+                              blank_weight=spec.blank_weight,
+                              blank_threshold=spec.blank_threshold, blank_id=blank_id)
+      counts = dict(tokens=tokens, kl_weight=soft["weight"])
+      sums = dict(hard=hard_sum, kl=soft["sum"])
+      if spec.layer_pairs:
+        t_hidden, _ = kd.align_hidden(teacher["hidden"], teacher["paddings"], spec.frame_ratio,
+                                      ts)
+        s_states = projections.apply({"params": params["projections"]}, out["hidden_states"])
+        hid = kd.hidden_states_loss(s_states, list(t_hidden), row_pad, spec.hidden_loss)
+        counts["frames"], sums["hidden"] = hid["num_frames"], hid["sum"]
+      # The counts do not depend on the params, so normalizing inside the differentiated
+      # function by their global sums gives the gradient of the global loss.
+      norm = {k: jnp.maximum(jax.lax.psum(v, DATA_AXIS), 1e-9) for k, v in counts.items()}
+      terms = dict(hard=sums["hard"] / norm["tokens"], kl=sums["kl"] / norm["kl_weight"])
+      total = spec.alpha * terms["hard"] + spec.beta * terms["kl"]
+      if spec.layer_pairs:
+        terms["hidden"] = sums["hidden"] / norm["frames"]
+        total = total + spec.gamma * terms["hidden"]
+      aux = dict(terms=terms, infeasible=hard["num_infeasible"], tokens=tokens,
+                 frames=jnp.sum(1.0 - out["paddings"]))
+      return total, aux
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    loss = jax.lax.psum(loss, DATA_AXIS)
+    grads = jax.lax.psum(grads, DATA_AXIS)
+    new_state, ok = _apply_update(state, tx, loss, grads)
+    psum = lambda x: jax.lax.psum(x, DATA_AXIS)
+    metrics = dict(
+        loss=loss, grad_norm=optax.global_norm(grads), lr=lr_schedule(state.step),
+        **{f"loss_{k}": psum(v) for k, v in aux["terms"].items()},
+        tokens=psum(aux["tokens"]), infeasible=psum(aux["infeasible"]),
+        frames=psum(aux["frames"]), skipped=new_state.skipped, update_ok=ok)
+    return new_state, metrics
+
+  return step
+
+
+def init_distill_params(model: nn.Module, spec: KdSpec, student_params: Any,
+                        num_layers: int, rng: jax.Array) -> dict[str, Any]:
+  """{'student': student_params, 'projections': fresh projection params ({} if unused)}."""
+  proj = {}
+  if spec.layer_pairs:
+    states = jnp.zeros((num_layers + 1, 1, 1, model.encoder.model_dim), jnp.float32)
+    proj = kd.HiddenProjections(spec.layer_pairs, spec.teacher_dim).init(rng, states)["params"]
+  return dict(student=student_params, projections=proj)
 
 
 def make_forward_step(model: nn.Module) -> Callable:
