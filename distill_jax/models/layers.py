@@ -174,7 +174,8 @@ class ConvSubsampling(nn.Module):
   Each factor of 2 is a 3x3 Conv2D with stride 2 over (time, frequency) and ReLU; a final
   Dense maps channels*freq to the model dim. Padding (1, 1): output frame t covers input frames
   2t-1..2t+1 at each stage, and its padding flag is the input's at r*t, so an utterance of n
-  valid frames has ceil(n/r) valid frames whether alone or inside a longer batch (padded features are 0).
+  valid frames has ceil(n/r) valid frames whether alone or inside a longer batch (padded
+  features are 0).
   """
   model_dim: int
   factor: int = 4

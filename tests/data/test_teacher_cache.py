@@ -296,8 +296,8 @@ def test_padding_dependent_teacher_refuses_another_padded_length(tmp_path, corpu
   cache.batch(["utt0"], 16000)
   with pytest.raises(ValueError, match="'utt0' was cached at padded length 16000.*20000"):
     cache.batch(["utt0"], 20000)
-  with pytest.raises(ValueError,
-                     match="teacher config differs in .*config.feat_extract_norm='group' vs 'layer'"):
+  with pytest.raises(
+      ValueError, match="teacher config differs in .*config.feat_extract_norm='group' vs 'layer'"):
     tc.open_cache(out, None, config=CONFIG)
 
 

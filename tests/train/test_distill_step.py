@@ -69,7 +69,8 @@ def _run(spec, online=True, num_steps=1, lr=1e-3):
   if not online:
     t = jax.jit(tfn)(tparams, b["waveform"], b["wave_paddings"])
     b = dict(b, teacher_log_probs=np.asarray(t["log_probs"]),
-             teacher_paddings=np.asarray(t["paddings"]), teacher_hidden=np.asarray(t["hidden"]).swapaxes(0, 1))
+             teacher_paddings=np.asarray(t["paddings"]),
+             teacher_hidden=np.asarray(t["hidden"]).swapaxes(0, 1))
     tparams = None
   frozen = par.put_frozen(tparams)
   history = []
