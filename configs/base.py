@@ -71,6 +71,23 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.train.keep_best = 1
   c.train.report_splits = ()  # config.data entries also decoded at each eval (curves only)
 
+  # Knowledge distillation (launch/distill.py): on when `teacher` is set.
+  c.distill = ml_collections.ConfigDict()
+  c.distill.teacher = ""  # converted teacher folder (launch.convert_teacher) or an HF folder
+  c.distill.cache = ""  # offline teacher cache folder (data/teacher_cache.py); "" = online
+  c.distill.alpha = 1.0  # CTC on the hard labels
+  c.distill.beta = 1.0  # T^2 KL(teacher^T || student^T)
+  c.distill.gamma = 0.0  # hidden-state loss (0 = off)
+  c.distill.temperature = 2.0
+  c.distill.blank_weight = 1.0  # < 1 down-weights frames where the teacher is sure of blank
+  c.distill.blank_threshold = 0.9
+  c.distill.frame_ratio = 0  # teacher frames per student frame; 0 = from the frame hops
+  c.distill.hard_labels = "ground_truth"  # | 'teacher' (sequence-level KD)
+  c.distill.layer_mapping = "last_k"  # | 'every_k' | 'explicit'
+  c.distill.layer_k = 1
+  c.distill.layer_pairs = ()  # ((student_layer, teacher_layer), ...) for 'explicit'
+  c.distill.hidden_loss = "l1_cos"  # | 'nmse'
+
   c.eval = ml_collections.ConfigDict()
   c.eval.splits = ("test",)  # names of c.data entries evaluated by launch/eval.py
   c.eval.decoder = "greedy"  # 'greedy' | 'beam' | 'beam_lm' (n-gram shallow fusion)

@@ -76,5 +76,11 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), extra=ocp.args.JsonRestore()))
     return out["state"], dict(out["extra"]), step
 
+  def restore_extra(self, which: str | int) -> dict:
+    """The JSON metadata of a checkpoint alone (e.g. to build the restore target)."""
+    step = self.resolve(which)
+    out = self.manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
+    return dict(out["extra"])
+
   def close(self) -> None:
     self.manager.close()

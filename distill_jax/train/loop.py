@@ -1,8 +1,11 @@
 """The training loop: data -> jitted data-parallel step -> metrics, evals, checkpoints.
 
-`train_and_evaluate(config, workdir)` is what `launch/train.py` calls. A workdir holding
-checkpoints resumes from the latest one, data position included, and ends with the same
-parameters as an uninterrupted run.
+`train_and_evaluate(config, workdir)` is what `launch/train.py` and `launch/distill.py` call.
+With `config.distill.teacher` set it distills: the train state holds {'student',
+'projections'} params (the teacher is a frozen argument of the step, or its outputs come from
+the offline cache), checkpoints record the teacher's path and params fingerprint, and resuming
+with another teacher is an error. A workdir holding checkpoints resumes from the latest one,
+data position included, and ends with the same parameters as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from distill_jax.train import metrics as metrics_lib
 from distill_jax.train import parallel
 from distill_jax.train import state as state_lib
 from distill_jax.train import steps as steps_lib
+from distill_jax.train import teacher as teacher_lib
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +92,50 @@ def check_resume_config(config: ml_collections.ConfigDict, saved: dict) -> None:
                      "use a new --workdir or the original config")
 
 
+def is_distillation(config: ml_collections.ConfigDict) -> bool:
+  return bool(config.distill.teacher)
+
+
+def check_resume_teacher(current: dict | None, saved: dict | None) -> None:
+  """Raises when a run resumes with another teacher than its checkpoint was made with."""
+  cur = current and current["teacher_fingerprint"]
+  old = saved and saved.get("teacher_fingerprint")
+  if cur != old:
+    what = lambda m: (f"teacher {m['teacher_path']} (params fingerprint "
+                      f"{m['teacher_fingerprint'][:12]}...)" if m else "no teacher")
+    raise ValueError(f"the checkpoint in this workdir was trained with {what(saved)}, this run "
+                     f"has {what(current)}; use a new --workdir or the original teacher")
+
+
 def restore_student(config: ml_collections.ConfigDict, workdir: str, which: str | int = "latest"):
-  """(model, params, tokenizer, step) from a workdir's checkpoint, for evaluation."""
+  """(model, student params, tokenizer, step) from a workdir's checkpoint, for evaluation.
+
+  For a distillation run (`config.distill.teacher` set, as in training) the checkpoint also
+  holds the hidden-state projections; only the student's params are returned.
+  """
   tokenizer = text_lib.CharTokenizer.from_file(workdir)
   model = build.build_student(config.model, tokenizer.vocab_size)
   wav = jnp.zeros((1, 16000), jnp.float32)
-  params = jax.eval_shape(functools.partial(model.init, train=False),
-                          {"params": jax.random.key(0)}, wav, wav)["params"]
-  tx = state_lib.make_optimizer(config.train)
-  target = jax.eval_shape(lambda p: state_lib.create_state(p, tx, 0), params)
   ckpt = ckpt_lib.Checkpointer(workdir, read_only=True)
+
+  def shapes():
+    params = jax.eval_shape(functools.partial(model.init, train=False),
+                            {"params": jax.random.key(0)}, wav, wav)["params"]
+    if is_distillation(config):
+      kd = ckpt.restore_extra(which)["distill"]
+      spec = steps_lib.KdSpec(layer_pairs=tuple(map(tuple, kd["layer_pairs"])),
+                              teacher_dim=kd["teacher_dim"])
+      params = jax.eval_shape(
+          lambda p: steps_lib.init_distill_params(model, spec, p, kd["student_layers"],
+                                                  jax.random.key(0)), params)
+    return params
+
+  tx = state_lib.make_optimizer(config.train)
+  target = jax.eval_shape(lambda p: state_lib.create_state(p, tx, 0), shapes())
   state, _, step = ckpt.restore(which, target)
   ckpt.close()
-  return model, state.params, tokenizer, step
+  params = state.params["student"] if is_distillation(config) else state.params
+  return model, params, tokenizer, step
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -129,6 +164,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   params = init_params(model, train_ds, config.seed)
   num_params = state_lib.count_params(params)
   log.info("student parameters: %s", f"{num_params:,}")
+  teacher, spec, kd_meta = None, None, None
+  if is_distillation(config):
+    if cfg_t.grad_accum_steps != 1:
+      raise ValueError(f"train.grad_accum_steps={cfg_t.grad_accum_steps}: the distillation "
+                       "step runs whole per-device batches (its three terms are normalized over "
+                       "the global batch); use 1")
+    teacher = teacher_lib.load_teacher(config, tokenizer)
+    spec = teacher_lib.kd_spec(config, teacher)
+    layers = teacher_lib.student_layers(config)
+    params = steps_lib.init_distill_params(model, spec, params, layers,
+                                           jax.random.key(config.seed + 1))
+    kd_meta = dict(teacher_path=os.path.abspath(teacher.path),
+                   teacher_fingerprint=teacher.fingerprint,
+                   layer_pairs=[list(p) for p in spec.layer_pairs],
+                   teacher_dim=spec.teacher_dim, student_layers=layers,
+                   teacher_params=state_lib.count_params(teacher.params))
+    log.info("distilling from %s (%s params, fingerprint %s...; %s): %s",
+             teacher.path, f"{kd_meta['teacher_params']:,}", teacher.fingerprint[:12],
+             f"cache {config.distill.cache}" if teacher.cache else "online", spec)
   tx = state_lib.make_optimizer(cfg_t)
   lr_schedule = state_lib.learning_rate_schedule(cfg_t)
   state = state_lib.create_state(params, tx, config.seed)
@@ -138,21 +192,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if ckpt.latest_step() is not None:
     state, extra, step = ckpt.restore("latest", state)
     check_resume_config(config, extra["config"])
+    check_resume_teacher(kd_meta, extra.get("distill"))
     position = pipeline.Position.from_dict(extra["data_position"])
     wall_offset = float(extra.get("wall_seconds", 0.0))
     log.info("resumed from step %d (data position %s)", step, position)
 
   start = int(state.step)
-  par = parallel.parallelize(
-      steps_lib.make_ctc_train_step(model, tx, lr_schedule, tokenizer.blank_id,
-                                    grad_accum_steps=cfg_t.grad_accum_steps),
-      parallel.make_mesh(), mode=config.parallel)
+  if teacher is None:
+    step_fn = steps_lib.make_ctc_train_step(model, tx, lr_schedule, tokenizer.blank_id,
+                                            grad_accum_steps=cfg_t.grad_accum_steps)
+  else:
+    step_fn = steps_lib.make_distill_train_step(
+        model, tx, lr_schedule, spec, teacher_fn=None if teacher.cache else teacher.fn,
+        blank_id=tokenizer.blank_id)
+  par = parallel.parallelize(step_fn, parallel.make_mesh(), mode=config.parallel,
+                             num_frozen=0 if teacher is None else 1)
+  frozen = () if teacher is None else (
+      par.put_frozen(None if teacher.cache else teacher.params),)
+  student_params = lambda st: st.params if teacher is None else st.params["student"]
   forward = jax.jit(steps_lib.make_forward_step(model))
   state = par.put_state(state)
   writer = metrics_lib.MetricWriter(workdir)
 
   def run_eval(step: int, wall: float) -> dict:
-    params = par.get_state(state).params
+    params = student_params(par.get_state(state))
     res = evaluate_lib.evaluate(forward, params, dev_ds, tokenizer,
                                 os.path.join(workdir, "eval", f"dev_step{step}"), name="dev")
     writer.write(step, {"wer": res["wer"], "cer": res["cer"]}, prefix="dev/")
@@ -165,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   def save(step: int, wall: float, it: pipeline.BatchIterator, metrics=None) -> None:
     ckpt.save(step, par.get_state(state),
               dict(data_position=it.position.to_dict(), config=config.to_dict(),
-                   wall_seconds=wall, num_params=num_params), metrics)
+                   wall_seconds=wall, num_params=num_params, distill=kd_meta), metrics)
 
   t_start = time.time() - wall_offset
   shapes_seen: set = set()
@@ -181,7 +244,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       batch = next(it)
       shapes_seen.add(batch["waveform"].shape)
       window_audio += float(np.sum(1.0 - batch["wave_paddings"])) / pipeline.SAMPLE_RATE
-      state, m = par.step(state, par.put_batch(batch))
+      if teacher is not None and teacher.cache is not None:
+        batch = teacher.cache.add_to_batch(batch)
+      state, m = par.step(state, par.put_batch(batch), *frozen)
       pending.append(m)
       bar.update(1)
       wall = time.time() - t_start
@@ -191,7 +256,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         ms = par.get_metrics(pending)
         pending = []
         now = time.time()
-        row = {k: float(np.mean([x[k] for x in ms])) for k in ("loss", "grad_norm", "lr")}
+        row = {k: float(np.mean([x[k] for x in ms])) for k in ms[0]
+               if k in ("loss", "grad_norm", "lr") or k.startswith("loss_")}
         row.update(infeasible=float(sum(x["infeasible"] for x in ms)),
                    skipped_updates=float(ms[-1]["skipped"]),
                    audio_sec_per_sec=window_audio / max(now - window_t0, 1e-9),
