@@ -70,8 +70,8 @@ def kd_spec(config: ml_collections.ConfigDict, teacher: Teacher) -> steps.KdSpec
   pairs = layer_pairs(config, teacher.config)
   return steps.KdSpec(alpha=d.alpha, beta=d.beta, gamma=d.gamma, temperature=d.temperature,
                       blank_weight=d.blank_weight, blank_threshold=d.blank_threshold,
-                      frame_ratio=frame_ratio(config, teacher.config), hard_labels=d.hard_labels, layer_pairs=pairs,
-                      hidden_loss=d.hidden_loss,
+                      frame_ratio=frame_ratio(config, teacher.config),
+                      hard_labels=d.hard_labels, layer_pairs=pairs, hidden_loss=d.hidden_loss,
                       teacher_dim=teacher.config.hidden_size if pairs else 0)
 
 
