@@ -1,4 +1,5 @@
-"""Runs the CTC train step under each data-parallel mode; prints the results as one JSON line.
+"""Runs the CTC and distillation train steps under each data-parallel mode; prints the results
+as one JSON line.
 
 Run by tests/train/test_parallel.py in a subprocess started with
 XLA_FLAGS=--xla_force_host_platform_device_count=2 (the device count is fixed when JAX starts).
@@ -14,6 +15,7 @@ import numpy as np
 from configs import base
 from distill_jax import text as text_lib
 from distill_jax.models import build
+from distill_jax.models import wav2vec2 as w2v
 from distill_jax.train import parallel, state as state_lib, steps
 
 NUM_STEPS = 3
@@ -72,6 +74,39 @@ def train(mode: str, num_devices: int, grad_accum_steps: int = 1) -> dict:
   return dict(losses=losses, params=jax.tree_util.tree_leaves(final.params), init=init)
 
 
+def train_kd(mode: str, num_devices: int) -> dict:
+  """NUM_STEPS distillation steps (online tiny random teacher, KL + CTC + hidden terms)."""
+  config = tiny_config()
+  tok = text_lib.CharTokenizer()
+  model = build.build_student(config.model, tok.vocab_size)
+  batch = synthetic_batch(tok.vocab_size)
+  t_cfg = w2v.Wav2Vec2Config(vocab_size=tok.vocab_size, hidden_size=24, num_hidden_layers=2,
+                             num_attention_heads=2, intermediate_size=32, conv_dim=(8,) * 7,
+                             num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                             feat_extract_norm="layer", do_stable_layer_norm=True,
+                             conv_bias=True)
+  spec = steps.KdSpec(alpha=0.5, beta=1.0, gamma=0.5, temperature=2.0, frame_ratio=2,
+                      layer_pairs=((1, 2),), teacher_dim=24)
+  student = model.init({"params": jax.random.key(0)}, batch["waveform"][:1],
+                       batch["wave_paddings"][:1], train=False)["params"]
+  params = steps.init_distill_params(model, spec, student, 1, jax.random.key(1))
+  tx = state_lib.make_optimizer(config.train)
+  step = steps.make_distill_train_step(
+      model, tx, state_lib.learning_rate_schedule(config.train), spec,
+      teacher_fn=w2v.make_teacher_fn(w2v.Wav2Vec2ForCTC(t_cfg), (2,)), blank_id=tok.blank_id)
+  par = parallel.parallelize(step, parallel.make_mesh(jax.devices()[:num_devices]), mode=mode,
+                             num_frozen=1)
+  init = jax.tree_util.tree_leaves(jax.device_get(params))
+  state = par.put_state(state_lib.create_state(params, tx, 0))
+  teacher = par.put_frozen(w2v.init_params(t_cfg, seed=2))
+  losses = []
+  for _ in range(NUM_STEPS):
+    state, metrics = par.step(state, par.put_batch(batch), teacher)
+    losses.append(float(par.get_metrics(metrics)["loss"]))
+  final = jax.device_get(par.get_state(state))
+  return dict(losses=losses, params=jax.tree_util.tree_leaves(final.params), init=init)
+
+
 def max_param_diff(a: dict, b: dict) -> float:
   return max(float(np.max(np.abs(x - y))) for x, y in zip(a["params"], b["params"]))
 
@@ -107,6 +142,12 @@ def main():
              param_change=max_param_diff(ref, dict(params=ref["init"])),
              errors={m: batch_error(m) for m in parallel.MODES},
              accum_error=accum_error())
+  kd_ref = train_kd("shard_map", 1)
+  kd_runs = {"shard_map": train_kd("shard_map", 2), "pmap": train_kd("pmap", 2)}
+  out.update(kd_ref_losses=kd_ref["losses"],
+             kd_losses={k: r["losses"] for k, r in kd_runs.items()},
+             kd_param_diff={k: max_param_diff(kd_ref, r) for k, r in kd_runs.items()},
+             kd_param_change=max_param_diff(kd_ref, dict(params=kd_ref["init"])))
   print(json.dumps(out))
 
 

@@ -1,5 +1,6 @@
-"""Data parallelism on 2 host devices: shard_map and pmap give the 1-device update, gradient
-accumulation gives the one-batch update, and batches that do not split are named errors.
+"""Data parallelism on 2 host devices: shard_map and pmap give the 1-device update for the CTC
+and the distillation steps, gradient accumulation gives the one-batch update, and batches that
+do not split are named errors.
 
 Everything runs in one subprocess (tests/train/parallel_check.py) started with
 XLA_FLAGS=--xla_force_host_platform_device_count=2, since JAX fixes the device count at start.
@@ -55,3 +56,10 @@ def test_batch_not_divisible_by_devices_is_named(results, mode):
 def test_micro_batches_that_do_not_split_are_named(results):
   msg = results["accum_error"]
   assert "batch of 4 rows" in msg and "grad_accum_steps=3" in msg
+
+
+@pytest.mark.parametrize("run", ["shard_map", "pmap"])
+def test_distillation_step_on_two_devices_matches_one_device(results, run):
+  assert results["kd_param_change"] > 100 * TOL
+  np.testing.assert_allclose(results["kd_losses"][run], results["kd_ref_losses"], rtol=TOL)
+  assert results["kd_param_diff"][run] < TOL
