@@ -5,6 +5,14 @@ punctuation dropped, accented letters folded to ASCII, digits spelled out. Text 
 a character outside the vocabulary after that raises `TextError` naming the character, so the
 caller can count and report the skipped utterance.
 
+Other languages (FLEURS) pass `language` (a FLEURS code such as "de_de" or a bare "de"): letters
+keep their diacritics (upper-cased where the script has case), combining marks inside words are
+kept (Devanagari vowel signs and virama, Arabic harakat), digits are spelled with num2words in
+that language when it has one (else a digit is a `TextError`, a counted skip), and the character
+vocabulary comes from the training transcripts (`vocab_from_transcripts`, saved as vocab.json).
+`check_coverage` raises a `TextError` that names the missing characters when a vocabulary (e.g.
+a configured English teacher's) cannot cover a language's transcripts.
+
 The tokenizer reads and writes a Hugging Face `vocab.json` ({token: id}). The default vocabulary
 has the ids of facebook/wav2vec2-large-robust-ft-libri-960h: `<pad>`=0 is the CTC blank and `|`
 is the word delimiter.
@@ -65,23 +73,51 @@ def _fold_latin(c: str) -> str:
   return unidecode.unidecode(c) if unicodedata.name(c, "").startswith("LATIN") else c
 
 
-def normalize(text: str, *, spell_numbers: bool = True, fold_ascii: bool = True) -> str:
+def language_code(language: str) -> str:
+  """"de_de" / "de-DE" / "de" -> "de" (the ISO 639 part, lower case)."""
+  return re.split(r"[_-]", language.strip().lower(), maxsplit=1)[0] or "en"
+
+
+def _spell_number_in(token: str, lang: str) -> str:
+  """Spells a number in a language other than English with num2words (integers, decimals)."""
+  if lang not in num2words.CONVERTER_CLASSES:
+    raise TextError(f"cannot spell out number {token!r}: num2words has no language {lang!r}")
+  plain = token.replace(",", "").replace(".", "") if re.fullmatch(
+      r"\d{1,3}([.,]\d{3})+", token) else token
+  try:
+    if re.fullmatch(r"\d+", plain):
+      return num2words.num2words(int(plain), lang=lang)
+    if re.fullmatch(r"\d+[.,]\d+", plain):
+      return num2words.num2words(float(plain.replace(",", ".")), lang=lang)
+  except (NotImplementedError, OverflowError, ValueError) as e:
+    raise TextError(f"cannot spell out number {token!r} in {lang!r}: {e}") from None
+  raise TextError(f"cannot spell out number {token!r} in {lang!r}")
+
+
+def normalize(text: str, *, spell_numbers: bool = True, fold_ascii: bool | None = None,
+              language: str = "en") -> str:
   """Normalizes a transcript to the LibriSpeech convention ("IT'S TWENTY ONE O'CLOCK").
 
   Args:
     text: raw transcript.
-    spell_numbers: spell digits as English words; when False a digit raises `TextError`.
-    fold_ascii: fold accented letters to ASCII (English). Non-English vocabularies pass False
-      and keep their letters (upper-cased).
+    spell_numbers: spell digits as words in `language`; when False a digit raises `TextError`.
+    fold_ascii: fold accented Latin letters to ASCII; default: only for English. Without it
+      letters keep their diacritics (upper-cased) and combining marks inside words are kept.
+    language: "en" (default), or e.g. "de_de", "hi_in" (FLEURS codes) / "de", "hi".
 
   Returns:
     Upper-case words separated by single spaces; may be empty (the caller decides).
   """
+  lang = language_code(language)
+  if fold_ascii is None:
+    fold_ascii = lang == "en"
   t = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
-  for sym, word in _SYMBOL_WORDS.items():
-    t = t.replace(sym, word)
+  if lang == "en":
+    for sym, word in _SYMBOL_WORDS.items():
+      t = t.replace(sym, word)
   if spell_numbers:
-    t = _NUMBER.sub(lambda m: " " + _spell_number(m.group(0)) + " ", t)
+    spell = _spell_number if lang == "en" else lambda tok: _spell_number_in(tok, lang)
+    t = _NUMBER.sub(lambda m: " " + spell(m.group(0)) + " ", t)
   elif re.search(r"\d", t):
     raise TextError(f"digits in transcript and spell_numbers=False: {text!r}")
   if fold_ascii:
@@ -89,7 +125,9 @@ def normalize(text: str, *, spell_numbers: bool = True, fold_ascii: bool = True)
   t = t.upper()
   # Hyphens, slashes and the like separate words; other punctuation disappears.
   t = re.sub(r"[-\u2013\u2014/_]", " ", t)
-  t = "".join(c for c in t if c.isalpha() or c in " '" or c.isspace())
+  keep_marks = not fold_ascii
+  t = "".join(c for c in t if c.isalpha() or c in " '" or c.isspace()
+              or (keep_marks and unicodedata.category(c).startswith("M")))
   words = []
   for w in t.split():
     w = w.lstrip("'")
@@ -193,3 +231,61 @@ def build_vocab(texts: Sequence[str]) -> dict[str, int]:
         counts[c] = counts.get(c, 0) + 1
   chars = sorted(counts, key=lambda c: (-counts[c], c))
   return {tok: i for i, tok in enumerate([PAD, BOS, EOS, UNK, WORD_DELIM] + chars)}
+
+
+def vocab_from_transcripts(texts: Iterable[str], *, language: str = "en",
+                           **options) -> tuple[CharTokenizer, dict[str, int]]:
+  """A tokenizer over the characters of normalized training transcripts.
+
+  Transcripts that cannot be normalized are counted, not fatal (the pipeline skips them too).
+
+  Returns:
+    (tokenizer, {"transcripts": n, "skipped": k, "characters": v}) for the log.
+  """
+  norm, skipped, n = [], 0, 0
+  for t in texts:
+    n += 1
+    try:
+      norm.append(normalize(t, language=language, **options))
+    except TextError:
+      skipped += 1
+  norm = [t for t in norm if t]
+  if not norm:
+    raise TextError(f"no transcript out of {n} normalizes to any character "
+                    f"(language={language!r}); cannot build a vocabulary")
+  tok = CharTokenizer(build_vocab(norm))
+  return tok, dict(transcripts=n, skipped=skipped, characters=tok.vocab_size - 5)
+
+
+def check_coverage(tokenizer: CharTokenizer, texts: Iterable[str], *, what: str,
+                   language: str = "en", max_missing_fraction: float = 0.0, **options) -> None:
+  """Raises `TextError` when `tokenizer` lacks characters of the normalized transcripts.
+
+  Args:
+    tokenizer: e.g. the vocabulary of the configured teacher.
+    texts: raw transcripts of the language (normalized here with `language`).
+    what: names the vocabulary in the message ("teacher vocabulary teachers/large/vocab.json").
+    max_missing_fraction: tolerated fraction of character occurrences outside the vocabulary.
+  """
+  missing: dict[str, int] = {}
+  total = 0
+  for t in texts:
+    try:
+      norm = normalize(t, language=language, **options)
+    except TextError:
+      continue
+    for c in norm.replace(" ", ""):
+      total += 1
+      if c not in tokenizer.vocab or tokenizer.vocab[c] in tokenizer._special_ids:
+        missing[c] = missing.get(c, 0) + 1
+  lost = sum(missing.values())
+  if total and lost / total > max_missing_fraction:
+    top = sorted(missing.items(), key=lambda kv: -kv[1])
+    shown = ", ".join(f"{c!r} ({unicodedata.name(c, 'U+%04X' % ord(c))}) x{k}"
+                      for c, k in top[:12])
+    raise TextError(
+        f"{what} cannot cover language {language!r}: {lost} of {total} characters "
+        f"({100 * lost / total:.1f}%) of its normalized transcripts are outside the vocabulary "
+        f"of {tokenizer.vocab_size}: {shown}{' ...' if len(top) > 12 else ''}. Use a teacher "
+        f"fine-tuned on this language, or a vocabulary built from its transcripts "
+        f"(launch.make_manifest --config writes one to config.tokenizer.vocab)")

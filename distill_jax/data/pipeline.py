@@ -14,13 +14,30 @@ Batches are dicts of numpy arrays (paddings: 1.0 marks padding):
 A bucket's batch size is `batch_seconds / bucket_seconds` (rounded down to a multiple of the
 number of data shards, at least one per shard), so every batch holds about the same amount of
 padded audio, and XLA compiles one program per bucket.
+
+Audio in memory or decoded per batch: a small corpus is read once into memory (int16, 115 MB
+per hour). A large one (LibriSpeech 960 h would need 110 GB) keeps only paths and durations:
+`prepare_dataset` then checks that each file exists and reads its length from the header (or
+trusts the manifest's `duration`), and `AsrDataset.assemble` decodes the rows of each batch
+with a thread pool inside the `BatchIterator`'s background thread, which runs at most
+`prefetch` batches ahead (a bounded queue). A file that fails to decode at that point becomes a
+filler row (weight 0, all padding) and is counted in `AsrDataset.runtime_skips`; the batch
+plan, and so resuming, does not depend on it. `audio_in_memory=None` picks memory below
+`MAX_IN_MEMORY_HOURS`.
+
+Multi-host: `BatchIterator` defaults to `jax.process_index()` / `jax.process_count()`, so every
+host walks the same global plan (same seed and position) and assembles, and decodes, only its
+contiguous slice of each global batch. `eval_batches` gives every host the whole split.
 """
 
 from __future__ import annotations
 
 import collections
+import collections.abc
 import concurrent.futures
 import dataclasses
+import logging
+import os
 import queue
 import threading
 from typing import Callable, Iterator, Sequence
@@ -33,6 +50,9 @@ from distill_jax.audio import io as audio_io
 from distill_jax.data.manifest import Utterance
 
 SAMPLE_RATE = 16000
+MAX_IN_MEMORY_HOURS = 20.0  # audio_in_memory=None: larger datasets decode per batch
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,17 +120,25 @@ def prepare_dataset(
     name: str = "data",
     min_output_frames: Callable[[int], int] | None = None,
     min_seconds: float = 0.1,
+    max_seconds: float = 0.0,
+    audio_in_memory: bool | None = True,
     num_threads: int = 4,
     progress: bool = True,
     text_options: dict | None = None,
 ) -> tuple["AsrDataset", DataReport]:
-  """Validates utterances and reads their audio into memory (int16).
+  """Validates utterances and reads their audio into memory (int16), or their durations only.
 
   Every problem is a counted skip with a reason: `text` (cannot normalize, e.g. a number form
   we cannot spell), `empty_transcript`, `oov` (character outside the vocabulary),
-  `missing_audio`, `corrupt_audio` (undecodable, empty or non-finite), `too_short`,
-  `too_long` (longer than the longest bucket), `labels_exceed_frames` (more CTC frames needed
-  than the model emits, when `min_output_frames` maps samples to output frames).
+  `missing_audio`, `corrupt_audio` (undecodable, empty or non-finite), `too_short`
+  (< `min_seconds`), `too_long` (longer than `max_seconds` when > 0, or than the longest
+  bucket), `labels_exceed_frames` (more CTC frames needed than the model emits, when
+  `min_output_frames` maps samples to output frames).
+
+  With `audio_in_memory=False` (or None and more than `MAX_IN_MEMORY_HOURS` of manifest
+  durations) audio is only checked for existence and its length taken from the manifest's
+  `duration` or the file header; decoding happens per batch (see the module docstring), so
+  `corrupt_audio` is then found at batch time and counted in `AsrDataset.runtime_skips`.
 
   Raises:
     ValueError: when nothing is left, naming the reasons.
@@ -134,8 +162,13 @@ def prepare_dataset(
       continue
     candidates.append((utt, norm, labels))
 
+  if audio_in_memory is None:
+    audio_in_memory = sum(u.duration for u in utterances) <= MAX_IN_MEMORY_HOURS * 3600
+
   def load(utt):
     try:
+      if not audio_in_memory:
+        return utt, _header_samples(utt), None
       wav = audio_io.load_audio(utt.path, SAMPLE_RATE)
     except FileNotFoundError as e:
       return utt, None, ("missing_audio", str(e))
@@ -144,7 +177,7 @@ def prepare_dataset(
       return utt, None, (reason, str(e))
     return utt, (np.clip(wav, -1.0, 1.0) * 32767.0).round().astype(np.int16), None
 
-  examples, audio = [], {}
+  examples, audio, paths = [], {}, {}
   with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
     results = pool.map(load, [c[0] for c in candidates])
     bar = tqdm.tqdm(zip(candidates, results), total=len(candidates), disable=not progress,
@@ -153,9 +186,12 @@ def prepare_dataset(
       if err is not None:
         report.skip(utt, *err)
         continue
-      n = len(wav)
+      n = wav if isinstance(wav, int) else len(wav)
       if n < min_seconds * SAMPLE_RATE:
         report.skip(utt, "too_short", f"{n / SAMPLE_RATE:.3f} s < min_seconds={min_seconds}")
+        continue
+      if max_seconds and n > max_seconds * SAMPLE_RATE:
+        report.skip(utt, "too_long", f"{n / SAMPLE_RATE:.2f} s > max_seconds={max_seconds}")
         continue
       if n > buckets.max_samples:
         report.skip(utt, "too_long", f"{n / SAMPLE_RATE:.2f} s > longest bucket "
@@ -169,23 +205,64 @@ def prepare_dataset(
                       f"{need} CTC frames needed, model emits {frames} for {n} samples")
           continue
       examples.append(Example(utt.id, utt.path, norm, labels, n, utt.speaker))
-      audio[utt.id] = wav
+      if audio_in_memory:
+        audio[utt.id] = wav
+      else:
+        paths[utt.id] = utt.path
       report.kept += 1
       report.kept_seconds += n / SAMPLE_RATE
   if not examples:
     raise ValueError(f"{name}: no usable utterances out of {len(utterances)}; skipped by "
                      f"reason: {report.counts()}")
-  return AsrDataset(examples, audio, buckets), report
+  if not audio_in_memory:
+    audio = LazyAudio(paths)
+    log.info("%s: %d utterances (%.1f h) decoded per batch, not held in memory", name,
+             len(examples), report.kept_seconds / 3600)
+  return AsrDataset(examples, audio, buckets, num_threads=num_threads), report
+
+
+def _header_samples(utt: Utterance) -> int:
+  """Samples at 16 kHz from the manifest's duration, or from the file header."""
+  if not os.path.exists(utt.path):
+    raise audio_io.AudioError(f"{utt.path}: audio file not found")
+  if utt.duration > 0:
+    return int(round(utt.duration * SAMPLE_RATE))
+  frames, rate, _ = audio_io.audio_info(utt.path)
+  return int(round(frames * SAMPLE_RATE / rate))
+
+
+class LazyAudio(collections.abc.Mapping):
+  """{utterance id: int16 waveform} that decodes (and resamples) from disk on each lookup."""
+
+  def __init__(self, paths: dict[str, str]):
+    self.paths = paths
+
+  def __getitem__(self, uid: str) -> np.ndarray:
+    wav = audio_io.load_audio(self.paths[uid], SAMPLE_RATE)
+    return (wav * 32767.0).round().astype(np.int16)
+
+  def __iter__(self):
+    return iter(self.paths)
+
+  def __len__(self) -> int:
+    return len(self.paths)
 
 
 class AsrDataset:
-  """Validated examples with in-memory audio, grouped into length buckets."""
+  """Validated examples with their audio (in memory, or a `LazyAudio`), in length buckets."""
 
-  def __init__(self, examples: Sequence[Example], audio: dict[str, np.ndarray],
-               buckets: BucketSpec):
+  def __init__(self, examples: Sequence[Example],
+               audio: dict[str, np.ndarray] | LazyAudio, buckets: BucketSpec, *,
+               num_threads: int = 4):
     self.examples = list(examples)
     self.audio = audio
     self.buckets = buckets
+    self.lazy = isinstance(audio, LazyAudio)
+    self.num_threads = num_threads
+    self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+    self._lock = threading.Lock()
+    # Lazily decoded files that failed at batch time (filler rows): dicts like DataReport's.
+    self.runtime_skips: list[dict] = []
     self.bucket_members: list[list[int]] = [[] for _ in buckets.boundaries]
     for i, ex in enumerate(self.examples):
       self.bucket_members[buckets.bucket_of(ex.num_samples)].append(i)
@@ -230,7 +307,9 @@ class AsrDataset:
                process_count: int = 1) -> dict[str, np.ndarray]:
     """Pads the examples of one batch to the bucket's static shape (filler rows weight 0).
 
-    With several hosts, each assembles only its contiguous slice of the global batch rows.
+    With several hosts, each assembles (and decodes) only its contiguous slice of the global
+    batch rows. Lazily decoded rows are decoded on `num_threads` threads; a row that fails to
+    decode becomes a filler row and is recorded in `runtime_skips`.
     """
     bs = self.buckets.batch_size(bucket)
     if bs % process_count:
@@ -246,11 +325,11 @@ class AsrDataset:
     lpad = np.ones((per_host, l), np.float32)
     weights = np.zeros((per_host,), np.float32)
     ids = np.full((per_host,), "", dtype=object)
-    for r, i in enumerate(rows):
-      if i < 0:
+    for r, (i, a) in enumerate(zip(rows, self._rows_audio(rows))):
+      if i < 0 or a is None:
         continue
       ex = self.examples[i]
-      a = self.audio[ex.id]
+      a = a[:min(s, ex.num_samples)] if self.lazy else a
       wav[r, :len(a)] = a.astype(np.float32) / 32767.0
       wpad[r, :len(a)] = 0.0
       lab[r, :len(ex.labels)] = ex.labels
@@ -259,6 +338,29 @@ class AsrDataset:
       ids[r] = ex.id
     return dict(waveform=wav, wave_paddings=wpad, labels=lab, label_paddings=lpad,
                 weights=weights, ids=ids)
+
+  def _rows_audio(self, rows: Sequence[int]) -> list[np.ndarray | None]:
+    if not self.lazy:
+      return [None if i < 0 else self.audio[self.examples[i].id] for i in rows]
+    with self._lock:
+      if self._pool is None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max(1, self.num_threads), thread_name_prefix="decode")
+    return list(self._pool.map(self._decode_row, rows))
+
+  def _decode_row(self, i: int) -> np.ndarray | None:
+    if i < 0:
+      return None
+    ex = self.examples[i]
+    try:
+      return self.audio[ex.id]
+    except audio_io.AudioError as e:
+      with self._lock:
+        if not any(d["id"] == ex.id for d in self.runtime_skips):
+          self.runtime_skips.append(dict(id=ex.id, path=ex.path, reason="corrupt_audio",
+                                         detail=str(e)))
+          log.warning("filler row for undecodable audio: %s", e)
+      return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,7 +387,11 @@ class BatchIterator:
   def __init__(self, dataset: AsrDataset, *, seed: int = 0, shuffle: bool = True,
                drop_remainder: bool = True, repeat: bool = True,
                position: Position = Position(), prefetch: int = 4,
-               process_index: int = 0, process_count: int = 1):
+               process_index: int | None = None, process_count: int | None = None):
+    """`process_index` / `process_count` default to jax.process_index() / process_count()."""
+    if process_index is None or process_count is None:
+      import jax  # pylint: disable=g-import-not-at-top
+      process_index, process_count = jax.process_index(), jax.process_count()
     self.dataset = dataset
     self.seed, self.shuffle = seed, shuffle
     self.drop_remainder, self.repeat = drop_remainder, repeat
@@ -353,5 +459,6 @@ class BatchIterator:
 
 def eval_batches(dataset: AsrDataset) -> Iterator[dict[str, np.ndarray]]:
   """One ordered pass over every example (last batch per bucket padded with filler rows)."""
-  with BatchIterator(dataset, shuffle=False, drop_remainder=False, repeat=False) as it:
+  with BatchIterator(dataset, shuffle=False, drop_remainder=False, repeat=False,
+                     process_index=0, process_count=1) as it:
     yield from it

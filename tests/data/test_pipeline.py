@@ -114,3 +114,76 @@ def test_per_host_slices_partition_the_global_batch(utterances):
   parts = [ds.assemble(k, idx, process_index=i, process_count=2) for i in range(2)]
   np.testing.assert_array_equal(np.concatenate([p["waveform"] for p in parts]),
                                 full["waveform"])
+
+
+def _all_batches(it, n):
+  return [{k: v.copy() for k, v in next(it).items()} for _ in range(n)]
+
+
+def _assert_same_batches(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+def test_decoded_per_batch_equals_in_memory_and_resumes_exactly(utterances):
+  mem, _ = pipeline.prepare_dataset(utterances, text.CharTokenizer(), BUCKETS, progress=False)
+  lazy, rep = pipeline.prepare_dataset(utterances, text.CharTokenizer(), BUCKETS,
+                                       progress=False, audio_in_memory=False, num_threads=3)
+  assert lazy.lazy and not mem.lazy and rep.kept == len(utterances)
+  assert [e.num_samples for e in lazy.examples] == [e.num_samples for e in mem.examples]
+  with pipeline.BatchIterator(mem, seed=5, prefetch=2) as it:
+    ref = _all_batches(it, 20)  # crosses epoch boundaries
+  with pipeline.BatchIterator(lazy, seed=5, prefetch=2) as it:
+    _assert_same_batches(_all_batches(it, 20), ref)
+  with pipeline.BatchIterator(lazy, seed=5, prefetch=3) as it:
+    _all_batches(it, 9)
+    pos = it.position
+  with pipeline.BatchIterator(lazy, seed=5, position=pipeline.Position.from_dict(
+      pos.to_dict())) as it:
+    _assert_same_batches(_all_batches(it, 11), ref[9:])
+
+
+def test_auto_mode_uses_manifest_hours(utterances, monkeypatch):
+  monkeypatch.setattr(pipeline, "MAX_IN_MEMORY_HOURS", 0.001)
+  timed = [Utterance(u.id, u.path, u.text, duration=2.0) for u in utterances]
+  ds, _ = pipeline.prepare_dataset(timed, text.CharTokenizer(), BUCKETS, progress=False,
+                                   audio_in_memory=None)
+  assert ds.lazy  # 60 s > 3.6 s
+  assert {e.num_samples for e in ds.examples} == {2 * SR}  # the manifest's durations
+
+
+def test_duration_filters_are_counted_skips(utterances):
+  ds, rep = pipeline.prepare_dataset(utterances, text.CharTokenizer(), BUCKETS, progress=False,
+                                     min_seconds=1.0, max_seconds=3.0)
+  secs = [ex.num_samples / SR for ex in ds.examples]
+  assert min(secs) >= 1.0 and max(secs) <= 3.0
+  counts = rep.counts()
+  assert counts["too_short"] == sum(sf.info(u.path).duration < 1.0 for u in utterances)
+  assert counts["too_long"] == sum(sf.info(u.path).duration > 3.0 for u in utterances)
+  assert rep.kept + counts["too_short"] + counts["too_long"] == len(utterances)
+
+
+def test_audio_broken_after_preparation_becomes_a_counted_filler_row(tmp_path, utterances):
+  ds, _ = pipeline.prepare_dataset(utterances, text.CharTokenizer(), BUCKETS, progress=False,
+                                   audio_in_memory=False)
+  victim = ds.examples[0]
+  with open(victim.path, "wb") as f:
+    f.write(b"\0" * 100)
+  ids, weights = [], 0.0
+  for b in pipeline.eval_batches(ds):
+    ids += b["ids"][b["ids"] != ""].tolist()
+    weights += float(b["weights"].sum())
+    assert np.all(b["wave_paddings"][b["weights"] == 0] == 1.0)
+  assert sorted(ids) == sorted(e.id for e in ds.examples[1:])  # the broken one is filler
+  assert weights == len(ds) - 1
+  assert [(s["id"], s["reason"]) for s in ds.runtime_skips] == [(victim.id, "corrupt_audio")]
+
+
+def test_iterator_shards_per_host_from_jax_by_default(utterances):
+  import jax
+  ds, _ = pipeline.prepare_dataset(utterances, text.CharTokenizer(), BUCKETS, progress=False)
+  with pipeline.BatchIterator(ds, seed=0) as it:
+    assert it._process == (jax.process_index(), jax.process_count()) == (0, 1)
