@@ -4,7 +4,9 @@ A checkpoint holds `state` (params, optimizer state, step, RNG, skip counter) an
 (data position, config fingerprint, metrics, free-form metadata such as the teacher's path and
 hash). Orbax writes each step to a temporary folder and renames it when complete, so a run
 killed mid-save resumes from the previous complete step. The preservation policy keeps the
-last `keep_last` steps and the `keep_best` steps with the lowest `best_metric`.
+last `keep_last` steps and the `keep_best` steps with the lowest `best_metric`, plus every
+multiple of `keep_every` and the steps in `keep_steps` (snapshots across training, e.g. for the
+latent-trajectory page of `launch/visualize.py`).
 """
 
 from __future__ import annotations
@@ -20,14 +22,20 @@ from orbax.checkpoint import checkpoint_managers as cm
 class Checkpointer:
 
   def __init__(self, workdir: str, *, keep_last: int = 3, keep_best: int = 1,
-               best_metric: str = "dev_wer", read_only: bool = False):
+               best_metric: str = "dev_wer", read_only: bool = False, keep_every: int = 0,
+               keep_steps: tuple[int, ...] = ()):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self.best_metric = best_metric
-    policy = cm.AnyPreservationPolicy([
+    policies = [
         cm.LatestN(n=keep_last),
         cm.BestN(get_metric_fn=lambda m: m[best_metric], reverse=True, n=keep_best,
                  keep_checkpoints_without_metrics=False),
-    ])
+    ]
+    if keep_every:
+      policies.append(cm.EveryNSteps(interval_steps=int(keep_every)))
+    if keep_steps:
+      policies.append(cm.CustomSteps(steps=[int(x) for x in keep_steps]))
+    policy = cm.AnyPreservationPolicy(policies)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
