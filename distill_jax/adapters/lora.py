@@ -2,14 +2,20 @@
 
 Nothing here changes model code. Kernels are chosen by regular expressions matched in full
 (`re.fullmatch`) against '/'-joined param paths, e.g. `r".*attention/(q|k|v|out)_proj/kernel"` or
-`r".*feed_forward/.*/kernel"`; only 2-D kernels ([d_in, d_out], the Dense layout) are adapted or
-quantized, and a pattern that matches no 2-D kernel is an error naming the pattern.
+`r".*feed_forward/.*/kernel"`; a pattern that matches no kernel is an error naming the pattern.
 
-LoRA (Hu et al. 2021, as in PEFT): for a kernel W [d_in, d_out] the adapter holds
-A [d_in, r] (Kaiming-uniform, PEFT's `kaiming_uniform_(a=sqrt(5))`, i.e. U(-1/sqrt(d_in),
-1/sqrt(d_in))) and B [r, d_out] (zeros, so the adapted model starts equal to the base model), and
+LoRA (Hu et al. 2021, as in PEFT): for a kernel W viewed as a matrix [fan_in, fan_out] the
+adapter holds A [fan_in, r] (Kaiming-uniform, PEFT's `kaiming_uniform_(a=sqrt(5))`, i.e.
+U(-1/sqrt(fan_in), 1/sqrt(fan_in))) and B [r, fan_out] (zeros, so the adapted model starts equal
+to the base model), and
 
     y = x W + b + (alpha / r) * dropout(x) A B.
+
+An `nn.Dense` kernel [d_in, d_out] is that matrix. An `nn.DenseGeneral` kernel [*in_dims,
+*features] (the student's attention: query/key/value [D, H, Dh], out [H, Dh, D]) is reshaped
+row-major to [prod(in_dims), prod(features)]; which dims are inputs comes from the layer's
+`axis`, recorded by `dense_layouts(model, *inputs)` (see `tree.py`) and passed as
+`init_lora(..., layouts=...)`. 2-D kernels need no layouts.
 
 QLoRA (Dettmers et al. 2023): W is stored as an `NF4Tensor` (`quantize_base`) and only
 dequantized inside the jitted forward pass.
@@ -17,19 +23,25 @@ dequantized inside the jitted forward pass.
 Two ways to run an adapted model:
 
 * `lora_apply(model, variables, adapters, x)` (the main path) runs `model.apply` under a Flax
-  method interceptor (`nn.intercept_methods`) on `nn.Dense` / `nn.DenseGeneral.__call__`. For an
-  adapted layer it returns `layer(x) + s * (dropout(x) @ A) @ B`: the LoRA term costs
-  O(tokens * r * (d_in + d_out)) and never forms a [d_in, d_out] matrix. For a layer whose kernel
-  is an `NF4Tensor` it runs the layer itself on `dequantize_nf4(W)` inside `jax.checkpoint`, so
-  the float kernel exists only while that layer's matmul runs and is recomputed from the 4-bit
-  codes for the backward pass instead of being kept as a residual. Dropout draws from the
-  module's 'dropout' RNG stream (pass `rngs={'dropout': key}`), per element, as PEFT does.
+  method interceptor (`nn.intercept_methods`). For an adapted Dense / DenseGeneral layer it
+  returns `layer(x) + s * (dropout(x) @ A) @ B`: the LoRA term costs
+  O(tokens * r * (fan_in + fan_out)) and never forms a [fan_in, fan_out] matrix. A layer (any
+  Flax module: Dense, Conv, a custom one) whose own params include an `NF4Tensor` is run on its
+  params dequantized inside `jax.checkpoint`, so the float kernel exists only while that layer
+  runs and is recomputed from the 4-bit codes for the backward pass instead of being kept as a
+  residual. Dropout draws from the module's 'dropout' RNG stream (pass `rngs={'dropout': key}`),
+  per element, as PEFT does. An adapter that no layer used is an error (e.g. a pattern that hit
+  a conv kernel, or layers under `nn.scan`, whose kernels are stacked: not supported).
+  Known weakness: XLA decides when the dequantized kernels are computed and freed. On XLA:CPU a
+  24-layer QLoRA training step (launch/bench_adapters.py) keeps about two float copies of the
+  kernels in its temporaries; XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false
+  frees them one layer at a time in a forward-only chain of layers, not in that training step.
 * `apply_lora(base, adapters)` returns effective params with W_eff = dequant(W) + s A B
   materialized for every adapted layer, for a plain `model.apply`. Simple, but every layer's
-  float kernel (and, under `jax.grad`, a [d_in, d_out] gradient per layer) is live at once, which
+  float kernel (and, under `jax.grad`, a full-size gradient per layer) is live at once, which
   defeats the point of QLoRA on a large model; dropout can only be approximated there (one mask
   over input features shared by all tokens). `merge_lora` is its deterministic form, used to
-  export full-precision weights.
+  export full-precision weights (`export.py`).
 
 Only the adapters are trained, so only they enter the optimizer state:
 
@@ -48,49 +60,52 @@ Only the adapters are trained, so only they enter the optimizer state:
       updates, opt_state = tx.update(grads, opt_state, adapters)
       return optax.apply_updates(adapters, updates), opt_state, loss_value
 
-`save_adapters` / `load_adapters` store the adapters alone with Orbax (a few MB, independent of
-the base checkpoint); `count_lora_params` reports the trainable fraction.
+`checkpoint.save_adapters` / `load_adapters` store the adapters alone with Orbax, tied to a
+fingerprint of their base; `count_lora_params` reports the trainable fraction.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
-import re
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence, Union
+from typing import Any, Iterator, Mapping, NamedTuple
 
 from flax import struct
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 from distill_jax.adapters.nf4 import NF4Tensor, dequantize_nf4, is_nf4, quantize_nf4
+from distill_jax.adapters.tree import (DenseLayout, ParamPath, Patterns, PyTree,
+                                       contracting_axes, dense_layouts, flatten_params,
+                                       kernel_layout, key_name, nest, path_str, select_kernels)
 
-PyTree = Any
-ParamPath = tuple[str, ...]
-Patterns = Union[str, Sequence[str]]
-
-_FORMAT = "distill_jax.lora/1"
+__all__ = [
+    "LoRAWeights", "LoRAParamCount", "DenseLayout", "dense_layouts", "flatten_params",
+    "flatten_adapters", "check_adapters_fit", "select_kernels", "init_lora", "quantize_base",
+    "dequantize_params", "lora_interceptor", "lora_apply", "apply_lora", "merge_lora",
+    "count_lora_params",
+]
 
 
 @struct.dataclass
 class LoRAWeights:
-  """The adapter of one kernel W [d_in, d_out] (a pytree: `a` and `b` are the trainable leaves).
+  """The adapter of one kernel W viewed as [fan_in, fan_out] (a pytree: `a`, `b` are leaves).
 
   Attributes:
-    a: [d_in, r] down-projection.
-    b: [r, d_out] up-projection (zeros at initialization).
+    a: [fan_in, r] down-projection.
+    b: [r, fan_out] up-projection (zeros at initialization).
     alpha: LoRA alpha; the update is scaled by alpha / r (static).
     dropout: dropout rate on the adapter input (static).
+    in_ndim: how many leading kernel dims make fan_in (1 for nn.Dense; static).
   """
 
   a: jax.Array
   b: jax.Array
   alpha: float = struct.field(pytree_node=False, default=16.0)
   dropout: float = struct.field(pytree_node=False, default=0.0)
+  in_ndim: int = struct.field(pytree_node=False, default=1)
 
   @property
   def rank(self) -> int:
@@ -101,85 +116,29 @@ class LoRAWeights:
     return self.alpha / self.rank
 
 
-def _is_lora(x: Any) -> bool:
+def is_lora(x: Any) -> bool:
   return isinstance(x, LoRAWeights)
 
 
-def _key_name(key: Any) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def flatten_params(params: PyTree) -> dict[ParamPath, Any]:
-  """{path: leaf} in tree order; `NF4Tensor`s count as leaves."""
-  leaves, _ = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_nf4)
-  return {tuple(_key_name(k) for k in path): leaf for path, leaf in leaves}
-
-
-def _flatten_adapters(adapters: PyTree) -> dict[ParamPath, LoRAWeights]:
+def flatten_adapters(adapters: PyTree) -> dict[ParamPath, LoRAWeights]:
+  """{kernel path: LoRAWeights}; any other leaf is an error naming it."""
   if not adapters:
     return {}
-  leaves, _ = jax.tree_util.tree_flatten_with_path(adapters, is_leaf=_is_lora)
+  leaves, _ = jax.tree_util.tree_flatten_with_path(adapters, is_leaf=is_lora)
   out = {}
   for path, leaf in leaves:
-    name = "/".join(_key_name(k) for k in path)
+    path = tuple(key_name(k) for k in path)
     if not isinstance(leaf, LoRAWeights):
-      raise TypeError(f"adapters: leaf at {name!r} is {type(leaf).__name__}, not LoRAWeights; "
-                      "build adapters with init_lora or load_adapters")
-    out[tuple(_key_name(k) for k in path)] = leaf
+      raise TypeError(f"adapters: leaf at {path_str(path)!r} is {type(leaf).__name__}, not "
+                      "LoRAWeights; build adapters with init_lora or load_adapters")
+    out[path] = leaf
   return out
-
-
-def _nest(flat: Mapping[ParamPath, Any]) -> dict:
-  out: dict = {}
-  for path, value in flat.items():
-    node = out
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = value
-  return out
-
-
-def select_kernels(params: PyTree, patterns: Patterns, what: str = "pattern") -> list[ParamPath]:
-  """Paths of the 2-D leaves whose '/'-joined path fully matches one of `patterns`.
-
-  Args:
-    params: a param tree (may hold `NF4Tensor`s).
-    patterns: one regex or a sequence of them.
-    what: how to name the patterns in error messages.
-
-  Returns:
-    Matched paths in tree order.
-
-  Raises:
-    ValueError: naming every pattern that matches no 2-D leaf (and what it matched instead).
-  """
-  if isinstance(patterns, str):
-    patterns = [patterns]
-  if not patterns:
-    raise ValueError(f"{what}: no patterns given")
-  flat = flatten_params(params)
-  selected: set[ParamPath] = set()
-  for pattern in patterns:
-    regex = re.compile(pattern)
-    hits = [p for p in flat if regex.fullmatch("/".join(p))]
-    kernels = [p for p in hits if len(flat[p].shape) == 2]
-    if not kernels:
-      if hits:
-        detail = "it matches only non-2-D leaves: " + ", ".join(
-            f"{'/'.join(p)} {tuple(flat[p].shape)}" for p in hits[:5])
-      else:
-        detail = "param paths look like: " + ", ".join("/".join(p) for p in list(flat)[:5])
-      raise ValueError(f"{what} {pattern!r} matches no 2-D kernel in the param tree; {detail}")
-    selected.update(kernels)
-  return [p for p in flat if p in selected]
 
 
 def init_lora(params: PyTree, patterns: Patterns, rank: int, alpha: float, rng: jax.Array, *,
-              dropout: float = 0.0, dtype: Any = jnp.float32) -> dict:
-  """Creates adapters for the 2-D kernels matched by `patterns`.
+              dropout: float = 0.0, dtype: Any = jnp.float32,
+              layouts: Mapping[ParamPath, DenseLayout] | None = None) -> dict:
+  """Creates adapters for the Dense / DenseGeneral kernels matched by `patterns`.
 
   Args:
     params: the base param tree (float or already quantized).
@@ -189,10 +148,12 @@ def init_lora(params: PyTree, patterns: Patterns, rank: int, alpha: float, rng: 
     rng: PRNG key for the A matrices.
     dropout: dropout rate on the adapter input (0 disables).
     dtype: dtype of A and B.
+    layouts: `dense_layouts(model, *inputs)`; required when a matched kernel is not 2-D, and
+      when given every matched kernel must belong to a Dense / DenseGeneral layer.
 
   Returns:
     A nested dict mirroring the param tree down to each adapted kernel, whose value is a
-    `LoRAWeights` with a [d_in, r] ~ U(-1/sqrt(d_in), 1/sqrt(d_in)) and b [r, d_out] = 0.
+    `LoRAWeights` with a [fan_in, r] ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) and b [r, fan_out] = 0.
   """
   if not isinstance(rank, int) or rank < 1:
     raise ValueError(f"rank must be a positive integer, got {rank!r}")
@@ -203,27 +164,28 @@ def init_lora(params: PyTree, patterns: Patterns, rank: int, alpha: float, rng: 
   keys = jax.random.split(rng, len(paths))
   out = {}
   for key, path in zip(keys, paths):
-    d_in, d_out = flat[path].shape
-    # PEFT: nn.init.kaiming_uniform_(lora_A.weight [r, d_in], a=sqrt(5)): gain sqrt(2 / 6),
-    # bound = gain * sqrt(3 / fan_in) = 1 / sqrt(d_in).
-    bound = 1.0 / math.sqrt(d_in)
-    a = jax.random.uniform(key, (d_in, rank), dtype, -bound, bound)
-    out[path] = LoRAWeights(a=a, b=jnp.zeros((rank, d_out), dtype), alpha=float(alpha),
-                            dropout=float(dropout))
-  return _nest(out)
+    layout = kernel_layout(path, flat[path].shape, layouts)
+    # PEFT: nn.init.kaiming_uniform_(lora_A.weight [r, fan_in], a=sqrt(5)): gain sqrt(2 / 6),
+    # bound = gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in).
+    bound = 1.0 / math.sqrt(layout.fan_in)
+    a = jax.random.uniform(key, (layout.fan_in, rank), dtype, -bound, bound)
+    out[path] = LoRAWeights(a=a, b=jnp.zeros((rank, layout.fan_out), dtype), alpha=float(alpha),
+                            dropout=float(dropout), in_ndim=layout.in_ndim)
+  return nest(out)
 
 
 def quantize_base(params: PyTree, patterns: Patterns, *, block_size: int = 64,
                   double_quant: bool = True, dq_block_size: int = 256) -> PyTree:
-  """Replaces the 2-D kernels matched by `patterns` with `NF4Tensor`s (others are untouched).
+  """Replaces the kernels matched by `patterns` with `NF4Tensor`s (others are untouched).
 
-  Run `lora_apply` (or `dequantize_params`) on the result: a plain `model.apply` cannot read an
-  `NF4Tensor` kernel.
+  Any >= 2-D param may be quantized (Dense, DenseGeneral and Conv kernels, ...): `lora_apply`
+  dequantizes it for the one layer that owns it. A plain `model.apply` cannot read an
+  `NF4Tensor`; use `lora_apply` or `dequantize_params`.
   """
   chosen = set(select_kernels(params, patterns, "quantize_base pattern"))
 
   def quantize(path, leaf):
-    if tuple(_key_name(k) for k in path) in chosen and not is_nf4(leaf):
+    if tuple(key_name(k) for k in path) in chosen and not is_nf4(leaf):
       return quantize_nf4(leaf, block_size=block_size, double_quant=double_quant,
                           dq_block_size=dq_block_size)
     return leaf
@@ -237,102 +199,128 @@ def dequantize_params(params: PyTree) -> PyTree:
 
 
 # ----------------------------------------------------------------------------------------------
-# Interceptor path: y = layer(x) + s * dropout(x) A B, quantized kernels dequantized per layer.
+# Interceptor path: y = layer(x) + s * dropout(x) A B, quantized params dequantized per layer.
 
 
-def _lora_delta(module: nn.Module, x: jax.Array, lora: LoRAWeights, path: ParamPath,
-                deterministic: bool) -> jax.Array:
-  """s * dropout(x) @ A @ B for x [..., d_in] -> [..., d_out]."""
-  name = "/".join(path)
-  if isinstance(module, nn.DenseGeneral):
-    axis = module.axis if isinstance(module.axis, tuple) else (module.axis,)
-    if module.batch_dims or len(axis) != 1 or axis[0] not in (-1, x.ndim - 1):
-      raise NotImplementedError(
-          f"LoRA on {name}: DenseGeneral with axis={module.axis}, batch_dims={module.batch_dims} "
-          "is not supported (only a single contracting last axis)")
-  if x.shape[-1] != lora.a.shape[0]:
-    raise ValueError(f"LoRA on {name}: input feature size {x.shape[-1]} != adapter d_in "
+def _lora_delta(module: nn.Module, x: jax.Array, lora: LoRAWeights, kernel_shape: tuple,
+                path: ParamPath, deterministic: bool) -> jax.Array:
+  """s * dropout(x) @ A @ B: x [..., *in_dims] (in_dims at the layer's axes) -> [..., *features]."""
+  name = path_str(path)
+  axes = contracting_axes(module, x.ndim, name)
+  if len(axes) != lora.in_ndim:
+    raise ValueError(f"LoRA on {name}: the layer contracts {len(axes)} input axes but the "
+                     f"adapter was built for {lora.in_ndim} (wrong layouts?)")
+  fan_in = math.prod(x.shape[a] for a in axes)
+  if fan_in != lora.a.shape[0]:
+    raise ValueError(f"LoRA on {name}: input feature size {fan_in} != adapter fan_in "
                      f"{lora.a.shape[0]}")
   dtype = module.dtype if module.dtype is not None else jnp.result_type(x.dtype, lora.a.dtype)
   h = x
   if lora.dropout > 0.0 and not deterministic:
     keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - lora.dropout, x.shape)
     h = jnp.where(keep, x / (1.0 - lora.dropout), jnp.zeros_like(x))
+  n = len(axes)
+  h = jnp.moveaxis(h, axes, tuple(range(x.ndim - n, x.ndim)))  # DenseGeneral's output order
+  lead = h.shape[:x.ndim - n]
+  h = h.reshape(lead + (fan_in,))
   h = jnp.matmul(h.astype(dtype), lora.a.astype(dtype), precision=module.precision)
   h = jnp.matmul(h, lora.b.astype(dtype), precision=module.precision)
-  return h * jnp.asarray(lora.scaling, dtype)
+  h = h * jnp.asarray(lora.scaling, dtype)
+  return h.reshape(lead + tuple(kernel_shape[lora.in_ndim:]))
 
 
-def _quantized_call(module: nn.Module, x: jax.Array, kernel: NF4Tensor, bypass: list) -> jax.Array:
-  """The layer's own `__call__` on dequantize_nf4(kernel), rematerialized for the backward pass."""
-  scope = module.scope
-  bias = None
-  if getattr(module, "use_bias", False) and scope.has_variable("params", "bias"):
-    bias = nn.meta.unbox(scope.get_variable("params", "bias"))
+def _own_params(module: nn.Module) -> dict:
+  """The params of the module's scope (a child module's params appear as a nested dict)."""
+  return dict(module.variables.get("params", {}))
+
+
+def _quantized_call(module: nn.Module, method: str, args: tuple, kwargs: dict, params: dict,
+                    bypass: list) -> Any:
+  """`module.<method>(*args, **kwargs)` on its params dequantized, rematerialized for backward."""
   detached = module.clone(parent=None)
+  leaves, treedef = jax.tree.flatten((args, kwargs))
+  is_array = [isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves]
+  arrays = [leaf for leaf, a in zip(leaves, is_array) if a]
 
-  def run(x, q, bias):
-    params = {"kernel": dequantize_nf4(q)}
-    if bias is not None:
-      params["bias"] = bias
-    bypass[0] = True  # the detached layer's own call must not be intercepted again
+  def run(params, arrays):
+    it = iter(arrays)
+    call_args, call_kwargs = jax.tree.unflatten(
+        treedef, [next(it) if a else leaf for leaf, a in zip(leaves, is_array)])
+    bypass[0] = True  # the detached layer's own calls must not be intercepted again
     try:
-      return detached.apply({"params": params}, x)
+      return detached.apply({"params": dequantize_params(params)}, *call_args, method=method,
+                            **call_kwargs)
     finally:
       bypass[0] = False
 
-  return jax.checkpoint(run)(x, kernel, bias)
+  return jax.checkpoint(run)(params, arrays)
 
 
 @contextlib.contextmanager
 def lora_interceptor(adapters: PyTree = None, *, deterministic: bool = True) -> Iterator[None]:
-  """Context in which `nn.Dense` / `nn.DenseGeneral` layers apply LoRA and read NF4 kernels.
+  """Context in which Dense layers apply LoRA and modules read their NF4 params.
 
-  Inside it, a Dense layer whose param path (module path + 'kernel') has an adapter returns
-  `layer(x) + (alpha / r) * dropout(x) A B`, and one whose kernel is an `NF4Tensor` computes
-  `layer(x)` on the kernel dequantized for that call only (see the module docstring). Other
-  layers are untouched. Enter it inside the function you jit / differentiate.
+  Inside it, a Dense / DenseGeneral layer whose param path (module path + 'kernel') has an
+  adapter returns `layer(x) + (alpha / r) * dropout(x) A B`, and any module whose own params
+  hold an `NF4Tensor` runs on them dequantized for that call only (see the module docstring).
+  Other modules are untouched. Enter it inside the function you jit / differentiate.
 
   Args:
     adapters: from `init_lora` / `load_adapters` (None: only NF4 reading).
     deterministic: disable adapter dropout; when False, layers draw from the 'dropout' RNG
       stream, so pass `rngs={'dropout': key}` to `apply`.
+
+  Raises:
+    ValueError (on leaving the context): adapters that no Dense layer used, named.
   """
-  flat = _flatten_adapters(adapters)
+  flat = flatten_adapters(adapters)
+  used: set[ParamPath] = set()
   bypass = [False]
 
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
-    if (bypass[0] or context.method_name != "__call__"
-        or not isinstance(module, (nn.Dense, nn.DenseGeneral))):
+    if bypass[0] or module.scope is None:
       return next_fun(*args, **kwargs)
-    scope = module.scope
-    if scope is None or not scope.has_variable("params", "kernel"):
-      return next_fun(*args, **kwargs)  # init, or no params to adapt
-    kernel = nn.meta.unbox(scope.get_variable("params", "kernel"))
+    params = _own_params(module)
+    quantized = any(is_nf4(v) for v in params.values())
     path = tuple(module.path) + ("kernel",)
-    lora = flat.get(path)
-    quantized = is_nf4(kernel)
+    lora = flat.get(path) if context.method_name == "__call__" and "kernel" in params else None
+    if lora is not None and not isinstance(module, (nn.Dense, nn.DenseGeneral)):
+      raise ValueError(f"LoRA adapter {path_str(path)!r} belongs to a {type(module).__name__}; "
+                       "only nn.Dense / nn.DenseGeneral layers can be adapted")
     if lora is None and not quantized:
       return next_fun(*args, **kwargs)
-    x = args[0] if args else kwargs["inputs"]
-    y = _quantized_call(module, x, kernel, bypass) if quantized else next_fun(*args, **kwargs)
+    if quantized:
+      if any(isinstance(v, Mapping) for v in params.values()):
+        raise NotImplementedError(f"{path_str(module.path)}: NF4 params in a module with "
+                                  "submodules are not supported; quantize leaf layers only")
+      y = _quantized_call(module, context.method_name, args, kwargs, params, bypass)
+    else:
+      y = next_fun(*args, **kwargs)
     if lora is not None:
-      y = y + _lora_delta(module, x, lora, path, deterministic).astype(y.dtype)
+      x = args[0] if args else kwargs["inputs"]
+      kernel = params["kernel"]
+      used.add(path)
+      y = y + _lora_delta(module, x, lora, tuple(kernel.shape), path,
+                          deterministic).astype(y.dtype)
     return y
 
   with nn.intercept_methods(interceptor):
     yield
+  unused = [p for p in flat if p not in used]
+  if unused:
+    raise ValueError(f"{len(unused)} LoRA adapter(s) were not applied by any nn.Dense / "
+                     f"nn.DenseGeneral layer: {', '.join(path_str(p) for p in unused[:5])}")
 
 
 def lora_apply(model: nn.Module, variables: Mapping[str, Any], adapters: PyTree, *args,
                lora_deterministic: bool = True, **apply_kwargs) -> Any:
-  """`model.apply(variables, *args, **apply_kwargs)` with adapters and NF4 kernels applied.
+  """`model.apply(variables, *args, **apply_kwargs)` with adapters and NF4 params applied.
 
   Args:
-    model: any Flax linen module built from `nn.Dense` / `nn.DenseGeneral` layers.
-    variables: e.g. {'params': base_params} (base params may hold `NF4Tensor` kernels).
-    adapters: from `init_lora` / `load_adapters`.
+    model: any Flax linen module; adapted kernels must belong to `nn.Dense` / `nn.DenseGeneral`.
+    variables: e.g. {'params': base_params} (base params may hold `NF4Tensor`s).
+    adapters: from `init_lora` / `load_adapters` (None: only NF4 reading).
     *args: model inputs.
     lora_deterministic: disable adapter dropout (set False in training, with a 'dropout' RNG).
     **apply_kwargs: passed to `model.apply` (rngs, mutable, method, model kwargs).
@@ -345,16 +333,18 @@ def lora_apply(model: nn.Module, variables: Mapping[str, Any], adapters: PyTree,
 # Materializing path: W_eff = dequant(W) + s * A B.
 
 
-def _check_adapters_fit(base_params: PyTree, flat: Mapping[ParamPath, LoRAWeights]) -> None:
+def check_adapters_fit(base_params: PyTree, adapters: PyTree) -> None:
+  """Every adapter has a kernel at its path whose [fan_in, fan_out] view matches A and B."""
   base = flatten_params(base_params)
-  for path, lora in flat.items():
-    name = "/".join(path)
+  for path, lora in flatten_adapters(adapters).items():
+    name = path_str(path)
     if path not in base:
       raise ValueError(f"adapter {name!r} has no kernel at that path in the base params")
     shape = tuple(base[path].shape)
-    if shape != (lora.a.shape[0], lora.b.shape[1]):
+    view = (math.prod(shape[:lora.in_ndim]), math.prod(shape[lora.in_ndim:]))
+    if view != (lora.a.shape[0], lora.b.shape[1]):
       raise ValueError(f"adapter {name!r} is for a {(lora.a.shape[0], lora.b.shape[1])} kernel "
-                       f"but the base kernel is {shape}")
+                       f"but the base kernel {shape} is {view} with in_ndim={lora.in_ndim}")
 
 
 def apply_lora(base_params: PyTree, adapters: PyTree, rng: jax.Array | None = None,
@@ -375,15 +365,15 @@ def apply_lora(base_params: PyTree, adapters: PyTree, rng: jax.Array | None = No
   Returns:
     A param tree of the base's structure with float kernels of their original dtype.
   """
-  flat = _flatten_adapters(adapters)
-  _check_adapters_fit(base_params, flat)
+  flat = flatten_adapters(adapters)
+  check_adapters_fit(base_params, adapters)
   use_dropout = not deterministic and any(l.dropout > 0.0 for l in flat.values())
   if use_dropout and rng is None:
     raise ValueError("apply_lora(deterministic=False) with adapter dropout needs an rng")
   index = {path: i for i, path in enumerate(sorted(flat))}
 
   def effective(path, leaf):
-    path = tuple(_key_name(k) for k in path)
+    path = tuple(key_name(k) for k in path)
     w = dequantize_nf4(leaf) if is_nf4(leaf) else leaf
     lora = flat.get(path)
     if lora is None:
@@ -393,7 +383,7 @@ def apply_lora(base_params: PyTree, adapters: PyTree, rng: jax.Array | None = No
       keep = jax.random.bernoulli(jax.random.fold_in(rng, index[path]), 1.0 - lora.dropout,
                                   (a.shape[0],))
       a = a * (keep.astype(jnp.float32) / (1.0 - lora.dropout))[:, None]
-    delta = lora.scaling * (a @ lora.b.astype(jnp.float32))
+    delta = (lora.scaling * (a @ lora.b.astype(jnp.float32))).reshape(w.shape)
     return (w.astype(jnp.float32) + delta).astype(w.dtype)
 
   return jax.tree_util.tree_map_with_path(effective, base_params, is_leaf=is_nf4)
@@ -405,7 +395,7 @@ def merge_lora(base_params: PyTree, adapters: PyTree) -> PyTree:
 
 
 # ----------------------------------------------------------------------------------------------
-# Bookkeeping and storage.
+# Bookkeeping.
 
 
 class LoRAParamCount(NamedTuple):
@@ -419,65 +409,3 @@ def count_lora_params(adapters: PyTree, base_params: PyTree) -> LoRAParamCount:
   trainable = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(adapters))
   base = sum(int(np.prod(leaf.shape)) for leaf in flatten_params(base_params).values())
   return LoRAParamCount(trainable, base, trainable / base if base else float("nan"))
-
-
-def save_adapters(path: str, adapters: PyTree, metadata: Mapping[str, Any] | None = None, *,
-                  overwrite: bool = False) -> None:
-  """Saves the adapters alone (A, B arrays + alpha/dropout/rank per kernel) with Orbax.
-
-  Args:
-    path: checkpoint directory (created; must not exist unless `overwrite`).
-    adapters: from `init_lora` or training.
-    metadata: JSON-serializable extras (patterns, base model id, step, ...).
-    overwrite: replace an existing checkpoint at `path`.
-  """
-  path = os.path.abspath(path)
-  if os.path.exists(path) and not overwrite:
-    raise FileExistsError(f"adapter checkpoint already exists: {path}")
-  flat = _flatten_adapters(adapters)
-  if not flat:
-    raise ValueError("no adapters to save")
-  arrays = _nest({p: {"lora_a": l.a, "lora_b": l.b} for p, l in flat.items()})
-  info = {
-      "format": _FORMAT,
-      "adapters": [{"path": list(p), "alpha": l.alpha, "dropout": l.dropout, "rank": l.rank}
-                   for p, l in flat.items()],
-      "metadata": dict(metadata or {}),
-  }
-  checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-  try:
-    checkpointer.save(path, ocp.args.Composite(adapters=ocp.args.StandardSave(arrays),
-                                               info=ocp.args.JsonSave(info)), force=overwrite)
-  finally:
-    checkpointer.close()
-
-
-def load_adapters(path: str) -> tuple[dict, dict]:
-  """Restores what `save_adapters` wrote.
-
-  Returns:
-    (adapters, metadata): the adapters as `init_lora` builds them, and the saved metadata.
-  """
-  path = os.path.abspath(path)
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"no adapter checkpoint at {path}")
-  checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-  try:
-    restored = checkpointer.restore(path, ocp.args.Composite(
-        adapters=ocp.args.StandardRestore(), info=ocp.args.JsonRestore()))
-  finally:
-    checkpointer.close()
-  info = restored["info"]
-  if not isinstance(info, dict) or info.get("format") != _FORMAT:
-    raise ValueError(f"{path}: not an adapter checkpoint of format {_FORMAT!r}")
-  arrays = restored["adapters"]
-  out = {}
-  for entry in info["adapters"]:
-    node = arrays
-    for key in entry["path"]:
-      node = node[key]
-    out[tuple(entry["path"])] = LoRAWeights(a=jnp.asarray(node["lora_a"]),
-                                            b=jnp.asarray(node["lora_b"]),
-                                            alpha=float(entry["alpha"]),
-                                            dropout=float(entry["dropout"]))
-  return _nest(out), dict(info["metadata"])
