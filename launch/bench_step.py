@@ -2,10 +2,15 @@
 measured in the same run (so every figure has its reference beside it):
 
   python -m launch.bench_step --config=configs/demo_student.py
+  python -m launch.bench_step --config=configs/demo_teacher.py --components=false \
+      --reference=configs/demo_student.py
 
 Prints a table: front end, encoder forward/gradient with unrolled layers vs `nn.scan`, the
 depthwise convolution as shifted sums vs a grouped `nn.Conv`, the subsampling as patch
-matmuls vs `lax` Conv2D, and the full jitted train step per bucket in audio seconds per second.
+matmuls vs `lax` Conv2D (student encoders only; `--components=false` skips them), and the full
+jitted train step per bucket of `config.data.dev` in audio seconds per second. With
+`--reference`, the same train-step table for a second config (e.g. the default student beside
+the wav2vec2 demo teacher) and the ratio of their total throughputs.
 """
 
 import time
@@ -15,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+from ml_collections import config_flags
 
 from distill_jax.audio import features as feats_lib
 from distill_jax.models import build, layers
@@ -25,6 +31,10 @@ _CONFIG = common.define_config_flag()
 _BATCH = flags.DEFINE_integer("batch", 20, "Batch size of the component benchmarks.")
 _SECONDS = flags.DEFINE_float("seconds", 8.0, "Utterance length of the component benchmarks.")
 _RUNS = flags.DEFINE_integer("runs", 3, "Timed runs per figure (median).")
+_COMPONENTS = flags.DEFINE_bool("components", True, "Benchmark the student's components too.")
+_REFERENCE = config_flags.DEFINE_config_file(
+    "reference", None, "A second config whose train step is measured in the same run.")
+_BUCKETS = flags.DEFINE_list("buckets", None, "Bucket indices to time (default: all non-empty).")
 
 
 def _time(fn, *args) -> float:
@@ -78,6 +88,16 @@ def main(argv):
   del argv
   common.enable_compilation_cache()
   config = _CONFIG.value
+  if _COMPONENTS.value:
+    _components(config)
+  total = _train_step_table(config)
+  if _REFERENCE.value is not None:
+    ref = _train_step_table(_REFERENCE.value)
+    print(f"\n{config.get('name', 'config')}: {total:.1f} padded audio s/s over the buckets; "
+          f"{_REFERENCE.value.get('name', 'reference')}: {ref:.1f}; ratio {total / ref:.3f}")
+
+
+def _components(config) -> None:
   enc_cfg = config.model[config.model.encoder]
   b, t = _BATCH.value, int(_SECONDS.value * 100)
   rng = np.random.default_rng(0)
@@ -109,6 +129,10 @@ def main(argv):
   for name, f, g in rows:
     print(f"{name:<48} {f:>9.1f} {'' if g is None else f'{g:>9.1f}'}")
 
+
+def _train_step_table(config) -> float:
+  """Times the jitted train step on a full batch of each bucket of config.data.dev; returns
+  the padded audio seconds per second over all timed batches."""
   tok = loop.load_tokenizer(config)
   model = build.build_student(config.model, tok.vocab_size)
   ds, _ = loop.load_split(config, config.data.dev, "dev", tok, progress=False)
@@ -120,11 +144,14 @@ def main(argv):
       mode=config.parallel)
   step = par.step
   state = par.put_state(state_lib.create_state(params, tx, 0))
-  print(f"\ntrain step ({state_lib.count_params(params):,} params, batch_seconds="
-        f"{config.data.batch_seconds}):")
-  print(f"{'batch x samples':<18} {'compile s':>9} {'step ms':>9} {'padded audio s/s':>17}")
+  print(f"\n{config.get('name', '')} train step ({state_lib.count_params(params):,} params, "
+        f"batch_seconds={config.data.batch_seconds}, {jax.device_count()} device(s)):")
+  print(f"{'batch x samples':<18} {'compile s':>9} {'step ms':>9} {'padded audio s/s':>17} "
+        f"{'audio s/s':>10}")
+  audio, seconds = 0.0, 0.0
+  chosen = None if not _BUCKETS.value else {int(b) for b in _BUCKETS.value}
   for k_, members in enumerate(ds.bucket_members):
-    if not members:
+    if not members or (chosen is not None and k_ not in chosen):
       continue
     host_batch = ds.assemble(k_, members[:ds.buckets.batch_size(k_)])
     batch = par.put_batch(host_batch)
@@ -140,8 +167,12 @@ def main(argv):
       times.append(time.perf_counter() - t0)
     ms = 1000 * float(np.median(times))
     shape = host_batch["waveform"].shape
+    padded = shape[0] * shape[1] / 16000
+    real = float(np.sum(1.0 - host_batch["wave_paddings"])) / 16000
+    audio, seconds = audio + padded, seconds + ms / 1000
     print(f"{shape[0]:>4} x {shape[1]:<11} {compile_s:>9.1f} {ms:>9.0f} "
-          f"{shape[0] * shape[1] / 16000 / (ms / 1000):>17.0f}")
+          f"{padded / (ms / 1000):>17.1f} {real / (ms / 1000):>10.1f}")
+  return audio / max(seconds, 1e-9)
 
 
 class _EncoderOutputs(nn.Module):

@@ -12,8 +12,8 @@ every tensor is used exactly once, and unknown, missing or mis-shaped tensors ra
 conv are accepted (`weight_g`/`weight_v`, older torch, and
 `parametrizations.weight.original0`/`original1`, torch >= 2.1). `wav2vec2.masked_spec_embed`
 (the SpecAugment vector, present when `mask_time_prob` or `mask_feature_prob` > 0) is not
-ignored: it is carried as a parameter, unused in the forward pass, so that exports round-trip
-and transformers loads them without missing keys. No key is skipped.
+ignored: it is carried as a parameter (used only by the trainee's time masking), so that exports
+round-trip and transformers loads them without missing keys. No key is skipped.
 
 Layout changes: Linear `weight` [out, in] -> Dense `kernel` [in, out]; Conv1d `weight`
 [out, in/groups, K] -> Conv `kernel` [K, in/groups, out]; LayerNorm/GroupNorm `weight` -> `scale`;
@@ -485,3 +485,48 @@ def convert(path_or_id: str, out_dir: str) -> dict:
   config, params, tokenizer = load_hf_folder(folder)
   return save_teacher(out_dir, config, params, tokenizer, source=path_or_id,
                       source_sha256=weights_sha256(folder))
+
+
+# --- trained checkpoints -> HF folders -----------------------------------------------------------
+
+EXPORT_META = "exported_from.json"
+
+
+def export_checkpoint(config, workdir: str, which: str | int, out_dir: str) -> dict:
+  """A wav2vec2 model trained by the loop (`config.model.encoder='wav2vec2'`, e.g.
+  configs/demo_teacher.py) -> a transformers folder (`export_hf_folder`), plus
+  `exported_from.json` (workdir, step, config name, parameter count, weights sha256).
+
+  Args:
+    config: the run's ml_collections config.
+    workdir: the run folder.
+    which: checkpoint, 'best', 'latest' or a step.
+    out_dir: output folder; must not hold weights already.
+
+  Returns:
+    The metadata written to `exported_from.json`.
+  """
+  # pylint: disable=import-outside-toplevel
+  import jax
+  from distill_jax.models import build
+  from distill_jax.train import loop  # the loop imports this module
+  if config.model.encoder != build.WAV2VEC2:
+    raise ValueError(f"config.model.encoder={config.model.encoder!r}: only a wav2vec2 model "
+                     f"(encoder='{build.WAV2VEC2}') exports to a Hugging Face folder")
+  for name in (SAFETENSORS, PYTORCH_BIN):
+    if os.path.exists(os.path.join(out_dir, name)):
+      raise FileExistsError(f"{os.path.join(out_dir, name)} exists; choose an empty --out")
+  model, params, tokenizer, step = loop.restore_student(config, workdir, which)
+  params = jax.device_get(params)
+  export_hf_folder(model.config, params, tokenizer, out_dir)
+  meta = {
+      "workdir": os.path.abspath(workdir),
+      "checkpoint": str(which),
+      "step": int(step),
+      "config_name": config.get("name", ""),
+      "num_params": int(sum(np.size(v) for v in _flatten(params).values())),
+      "weights_sha256": weights_sha256(out_dir),
+  }
+  with open(os.path.join(out_dir, EXPORT_META), "w", encoding="utf-8") as f:
+    json.dump(meta, f, indent=2, sort_keys=True)
+  return meta

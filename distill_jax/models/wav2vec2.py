@@ -30,9 +30,15 @@ normed state that feeds the CTC head is returned separately as `last_hidden_stat
 On GPU/TPU, float32 matmuls may run at reduced precision by default (TF32, bf16 passes); wrap the
 call in `jax.default_matmul_precision("highest")` when exactness to transformers matters there.
 
-Not implemented (training-time only, irrelevant for a frozen teacher): LayerDrop, SpecAugment
-masking with `masked_spec_embed` (the vector is kept as a parameter only so that checkpoints
-round-trip), adapters (`add_adapter`, `adapter_attn_dim`: rejected by the config).
+Training from scratch (`Wav2Vec2Trainee`, the demo teacher): the student's call contract
+around `Wav2Vec2ForCTC`, with the same params tree, so a trained checkpoint exports to a
+transformers folder as is. Its optional time masking is wav2vec2's SpecAugment
+(`mask_time_prob`, `mask_time_length`, `mask_time_min_masks`): spans of feature-projection
+frames replaced by the learned `masked_spec_embed`.
+
+Not implemented (training-time only): LayerDrop, feature-axis masking (`mask_feature_prob` > 0
+is an error when time masking is on), adapters (`add_adapter`, `adapter_attn_dim`: rejected by
+the config).
 """
 
 from __future__ import annotations
@@ -99,7 +105,10 @@ class Wav2Vec2Config:
   num_conv_pos_embeddings: int = 128
   num_conv_pos_embedding_groups: int = 16
   do_stable_layer_norm: bool = False
+  apply_spec_augment: bool = True
   mask_time_prob: float = 0.05
+  mask_time_length: int = 10
+  mask_time_min_masks: int = 2
   mask_feature_prob: float = 0.0
   pad_token_id: int | None = 0
   bos_token_id: int | None = 1
@@ -287,6 +296,40 @@ def frame_paddings_from_paddings(config: Wav2Vec2Config, paddings: Array) -> Arr
   frame_lengths = conv_output_lengths(config, lengths)
   t = num_frames(config, paddings.shape[-1])
   return (jnp.arange(t)[None, :] >= frame_lengths[:, None]).astype(jnp.float32)
+
+
+def time_mask(rng: Array, frame_paddings: Array, prob: float, length: int,
+              min_masks: int = 2) -> Array:
+  """wav2vec2's SpecAugment time mask (transformers `_compute_mask_indices`, jittable).
+
+  Each utterance with n valid frames gets `max(min_masks, floor(prob * n / length + u))` spans
+  (u ~ U[0, 1), so the expected masked share is about `prob` before overlaps), capped at
+  n // length, of `length` frames, starting uniformly in [0, n - length]; spans may overlap. One
+  difference from transformers: starts are drawn with replacement (it draws distinct starts).
+  Utterances shorter than `length` frames are not masked.
+
+  Args:
+    rng: PRNG key.
+    frame_paddings: [B, T], 1.0 marks padded frames.
+    prob, length, min_masks: `mask_time_prob`, `mask_time_length`, `mask_time_min_masks`.
+
+  Returns:
+    [B, T] bool, True where the frame is replaced by `masked_spec_embed`; never a padded frame.
+  """
+  b, t = frame_paddings.shape
+  n = jnp.sum(frame_paddings < 0.5, axis=1).astype(jnp.int32)
+  max_spans = max(int(min_masks), int(prob * t / length + 1.0), 1)
+  k_num, k_start = jax.random.split(rng)
+  u = jax.random.uniform(k_num, (b,))
+  spans = jnp.floor(prob * n.astype(jnp.float32) / length + u).astype(jnp.int32)
+  spans = jnp.minimum(jnp.maximum(spans, min_masks), n // length)
+  room = jnp.maximum(n - length + 1, 1)
+  starts = jnp.floor(jax.random.uniform(k_start, (b, max_spans)) * room[:, None])
+  starts = starts.astype(jnp.int32)
+  used = jnp.arange(max_spans)[None, :] < spans[:, None]  # [B, M]
+  pos = jnp.arange(t)[None, None, :]  # [1, 1, T]
+  inside = (pos >= starts[..., None]) & (pos < starts[..., None] + length) & used[..., None]
+  return jnp.any(inside, axis=1) & (frame_paddings < 0.5)
 
 
 # --- modules -------------------------------------------------------------------------------------
@@ -501,19 +544,21 @@ class Wav2Vec2Model(nn.Module):
   """Feature encoder + projection + transformer encoder (transformers' `Wav2Vec2Model`).
 
   Params: `feature_extractor`, `feature_projection` {layer_norm, projection}, `encoder`, and
-  `masked_spec_embed` [D] when `config.has_masked_spec_embed` (unused in the forward pass).
+  `masked_spec_embed` [D] when `config.has_masked_spec_embed` (used by time masking only).
   """
   config: Wav2Vec2Config
   dtype: Dtype = jnp.float32
+  time_masking: bool = False  # when not deterministic: SpecAugment time masks (rng 'specaug')
 
   @nn.compact
   def __call__(self, waveform: Array, paddings: Array, deterministic: bool = True
                ) -> tuple[Array, list[Array], Array]:
     """waveform, paddings [B, S] -> (last_hidden [B, T, D], L+1 x [B, T, D], frame_paddings)."""
     cfg = self.config
+    embed = None
     if cfg.has_masked_spec_embed:
-      self.param("masked_spec_embed", nn.initializers.uniform(1.0), (cfg.hidden_size,),
-                 jnp.float32)
+      embed = self.param("masked_spec_embed", nn.initializers.uniform(1.0), (cfg.hidden_size,),
+                         jnp.float32)
     paddings = jnp.asarray(paddings, jnp.float32)
     # Padded samples are zeros, as the processor pads them (matters only without attention mask).
     waveform = jnp.asarray(waveform, jnp.float32) * (1.0 - paddings)
@@ -523,6 +568,14 @@ class Wav2Vec2Model(nn.Module):
     frame_valid = frame_paddings < 0.5 if with_mask else None
     proj = _FeatureProjection(cfg, self.dtype, name="feature_projection")
     x = proj(feats, deterministic)
+    if self.time_masking and not deterministic and cfg.apply_spec_augment and (
+        cfg.mask_time_prob > 0):
+      if cfg.mask_feature_prob > 0:
+        raise ValueError(f"mask_feature_prob={cfg.mask_feature_prob}: feature-axis masking is "
+                         "not implemented; set it to 0 to train with time masking")
+      mask = time_mask(self.make_rng("specaug"), frame_paddings, cfg.mask_time_prob,
+                       cfg.mask_time_length, cfg.mask_time_min_masks)
+      x = jnp.where(mask[..., None], embed.astype(x.dtype), x)
     last, states = Encoder(cfg, self.dtype, name="encoder")(x, frame_valid, deterministic)
     return last, states, frame_paddings
 
@@ -551,9 +604,12 @@ class Wav2Vec2ForCTC(nn.Module):
   Attributes:
     config: architecture.
     dtype: compute dtype.
+    time_masking: apply wav2vec2's SpecAugment time masks when not deterministic (needs the
+      `specaug` RNG; see `time_mask`). Off by default: a frozen teacher never masks.
   """
   config: Wav2Vec2Config
   dtype: Dtype = jnp.float32
+  time_masking: bool = False
 
   @nn.compact
   def __call__(self, waveform: Array, paddings: Array, deterministic: bool = True
@@ -578,8 +634,9 @@ class Wav2Vec2ForCTC(nn.Module):
           unspecified (as in transformers): mask them.
     """
     cfg = self.config
-    last, states, frame_paddings = Wav2Vec2Model(cfg, self.dtype, name="wav2vec2")(
-        waveform, paddings, deterministic)
+    last, states, frame_paddings = Wav2Vec2Model(cfg, self.dtype, self.time_masking,
+                                                 name="wav2vec2")(waveform, paddings,
+                                                                  deterministic)
     h = nn.Dropout(cfg.final_dropout)(last, deterministic=deterministic)
     logits = nn.Dense(cfg.vocab_size, dtype=jnp.float32, param_dtype=jnp.float32,
                       name="lm_head")(h.astype(jnp.float32))
@@ -589,6 +646,38 @@ class Wav2Vec2ForCTC(nn.Module):
         "last_hidden_state": last,
         "frame_paddings": frame_paddings,
     }
+
+
+class Wav2Vec2Trainee(nn.Module):
+  """`Wav2Vec2ForCTC` with the student's call contract, for training one from scratch.
+
+  waveform [B, S] + wave_paddings [B, S] (raw audio, as the input pipeline gives it) -> dict(
+  logits [B, T, V], paddings [B, T], hidden_states [L+1, B, T, D], encoder_outputs [B, T, D]),
+  so the CTC train step, evaluation and decoding treat it as any student (`models/build.py`,
+  `config.model.encoder='wav2vec2'`). The waveform is normalized first when
+  `config.do_normalize` (what the exported folder's processor does). The params tree IS
+  `Wav2Vec2ForCTC(config)`'s (`wav2vec2`, `lm_head`; the wrapped module shares this scope), so
+  `convert.hf_wav2vec2.export_hf_folder` exports a trained checkpoint unchanged.
+
+  Attributes:
+    config: architecture (transformers `Wav2Vec2Config` fields).
+    dtype: compute dtype.
+    time_masking: SpecAugment time masks in training (`mask_time_prob`; RNG 'specaug').
+  """
+  config: Wav2Vec2Config
+  dtype: Dtype = jnp.float32
+  time_masking: bool = False
+
+  def setup(self):
+    self.ctc = Wav2Vec2ForCTC(self.config, self.dtype, self.time_masking)
+    nn.share_scope(self, self.ctc)
+
+  def __call__(self, waveform: Array, wave_paddings: Array, *, train: bool) -> dict[str, Array]:
+    x = (normalize_waveform(waveform, wave_paddings) if self.config.do_normalize
+         else jnp.asarray(waveform, jnp.float32))
+    out = self.ctc(x, wave_paddings, deterministic=not train)
+    return dict(logits=out["logits"], paddings=out["frame_paddings"],
+                hidden_states=out["hidden_states"], encoder_outputs=out["last_hidden_state"])
 
 
 def init_params(config: Wav2Vec2Config, seed: int = 0) -> dict[str, Any]:
