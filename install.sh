@@ -4,7 +4,10 @@
 #   bash install.sh          system TTS engines + the library's Python packages (with the
 #                            n-gram LM decoder: kenlm, pyctcdecode)
 #   bash install.sh --test   the above + test and reference-test packages (pytest, librosa,
-#                            PyTorch CPU, transformers, bitsandbytes)
+#                            playwright + Debian chromium, PyTorch CPU, transformers,
+#                            bitsandbytes) + the real-corpus loaders
+#   bash install.sh --data   the above without the test packages + the real-corpus loaders
+#                            (requirements-data.txt: datasets, tensorflow-datasets, tensorflow-cpu)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -21,7 +24,19 @@ PIP="python -m pip install -q --disable-pip-version-check"
 $PIP -r requirements.txt -r requirements-lm.txt
 $PIP --no-deps pyctcdecode==0.5.0  # see requirements-lm.txt
 if [ "${1:-}" = "--test" ]; then
+  # The latent-trajectory page's browser test (tests/viz/test_browser.py) drives Debian's
+  # chromium with the playwright pip package; `playwright install` (a browser download) is never
+  # run.
+  if [ ! -x /usr/bin/chromium ]; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "install.sh: installing chromium with apt-get"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
   # torch first, pinned: its CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
   $PIP torch==2.13.0
   $PIP -r requirements-test.txt -r requirements-reference.txt
+fi
+if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--data" ]; then
+  $PIP -r requirements-data.txt  # LibriSpeech/FLEURS through datasets and TFDS (tests/data)
 fi

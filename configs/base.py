@@ -25,10 +25,26 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.data.buckets = (2.0, 3.0, 4.0, 5.0, 6.5, 8.0, 10.0, 12.5, 16.0)  # seconds, upper bounds
   c.data.batch_seconds = 160.0  # padded audio seconds per global batch
   c.data.prefetch = 4
+  c.data.min_seconds = 0.1  # shorter utterances are counted skips (too_short)
+  c.data.max_seconds = 0.0  # > 0: longer ones are skipped (too_long); 0 = longest bucket
+  c.data.audio_in_memory = "auto"  # 'auto' (in memory up to 20 h) | 'yes' | 'no' (per batch)
+  c.data.language = "en"  # text normalization (text.normalize); e.g. 'de_de' for FLEURS
 
   c.model = ml_collections.ConfigDict()
-  c.model.head = "ctc"
+  c.model.head = "ctc"  # 'ctc' | 'attention' | 'transducer'
   c.model.head_dropout = 0.0
+  # Attention and transducer heads: an auxiliary CTC head on the encoder (joint CTC training
+  # with weight ctc_weight = lambda, and the frame-level KL of distillation).
+  c.model.aux_ctc = False
+  c.model.ctc_weight = 0.0  # L = lambda CTC + (1 - lambda) attention (or + lambda CTC: RNN-T)
+  c.model.label_smoothing = 0.1  # attention cross-entropy
+  c.model.fastemit_lambda = 0.0  # RNN-T FastEmit regularization
+  c.model.attention_decoder = ml_collections.ConfigDict(dict(
+      kind="lstm", attention="additive", dim=144, num_layers=1, num_heads=4, ff_mult=4,
+      dropout_rate=0.0))  # kind 'lstm' | 'transformer'; attention 'additive' | 'dot'
+  c.model.transducer = ml_collections.ConfigDict(dict(
+      predictor="lstm", pred_dim=144, pred_layers=1, joint_dim=144,
+      dropout_rate=0.0))  # predictor 'lstm' | 'stateless'
   c.model.encoder = "conformer"
   c.model.frontend = ml_collections.ConfigDict(dict(
       sample_rate=16000, num_mels=80, window_ms=25.0, hop_ms=10.0, n_fft=512,
@@ -69,6 +85,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 250
   c.train.keep_last = 2
   c.train.keep_best = 1
+  # Snapshots kept besides the last/best ones (e.g. for launch.visualize's checkpoint slider):
+  # every checkpoint whose step is a multiple of keep_every (> 0), and the steps in keep_steps
+  # (those steps are also saved when they are not multiples of checkpoint_every).
+  c.train.keep_every = 0
+  c.train.keep_steps = ()
   c.train.report_splits = ()  # config.data entries also decoded at each eval (curves only)
 
   # Knowledge distillation (launch/distill.py): on when `teacher` is set.
@@ -92,6 +113,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.eval.splits = ("test",)  # names of c.data entries evaluated by launch/eval.py
   c.eval.decoder = "greedy"  # 'greedy' | 'beam' | 'beam_lm' (n-gram shallow fusion)
   c.eval.beam_size = 32
+  # Attention and transducer students ('greedy' | 'beam'): output tokens per encoder frame at
+  # most (attention), GNMT length penalty alpha (attention beam), symbols per frame (RNN-T
+  # greedy; the beam search emits at most one per frame).
+  c.eval.max_length_ratio = 1.0
+  c.eval.length_penalty = 0.6
+  c.eval.max_symbols_per_frame = 3
   c.eval.lm = ""  # ARPA file for 'beam_lm' (python -m launch.make_lm)
   c.eval.lm_order = 3  # n-gram order when the demo builds config.eval.lm
   c.eval.lm_alpha = 0.5  # LM weight

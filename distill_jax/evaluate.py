@@ -5,7 +5,9 @@ Writes `hypotheses.tsv` (id, reference, hypothesis, per-utterance WER) and `summ
 Decoders (`config.eval.decoder`): 'greedy' (best path, jitted over the batch), 'beam' (CTC
 prefix beam search, `config.eval.beam_size`), 'beam_lm' (beam search with shallow fusion of the
 word n-gram LM `config.eval.lm` through pyctcdecode + kenlm; weights `lm_alpha`, `lm_beta`,
-tuned on dev with `tune_lm_weights`). The real-time factor counts the network and the decoder.
+tuned on dev with `tune_lm_weights`). Attention and transducer students decode with their own
+greedy or beam search ('greedy' | 'beam', decode/attention.py, decode/transducer.py) inside the
+jitted forward step. The real-time factor counts the network and the decoder.
 """
 
 from __future__ import annotations
@@ -73,6 +75,13 @@ def decode_dataset(forward: Callable, params: Any, dataset: pipeline.AsrDataset,
     ids = batch.pop("ids")
     t0 = time.perf_counter()
     out = forward(params, batch)
+    if "tokens" in out:  # attention / transducer students decode inside the forward step
+      tokens, lengths = np.asarray(out["tokens"]), np.asarray(out["lengths"])
+      for r, uid in enumerate(ids):
+        if uid:
+          hyps[uid] = tokenizer.decode(tokens[r, :lengths[r]])
+      seconds += time.perf_counter() - t0
+      continue
     if decoder is None:
       tokens, lengths = ctc_decode.ctc_greedy(out["log_probs"], out["paddings"],
                                               tokenizer.blank_id)
@@ -124,9 +133,13 @@ def evaluate_checkpoint(config, workdir: str, which: str = "best", *,
   """Restores a checkpoint and evaluates config splits (or one manifest) with it."""
   from distill_jax.train import loop, steps  # the trainer imports this module
   model, params, tokenizer, step = loop.restore_student(config, workdir, which)
-  forward = jax.jit(steps.make_forward_step(model))
-  decoder = make_decoder(config.eval, tokenizer)
-  suffix = "" if decoder is None else f"_{config.eval.decoder}"
+  if config.model.head == "ctc":
+    forward = jax.jit(steps.make_forward_step(model))
+    decoder = make_decoder(config.eval, tokenizer)
+  else:  # the head's own greedy / beam search runs inside the jitted forward step
+    forward = jax.jit(steps.make_forward_step(model, config.eval))
+    decoder = None
+  suffix = "" if config.eval.decoder == "greedy" else f"_{config.eval.decoder}"
   if manifest:
     targets = {name or os.path.splitext(os.path.basename(manifest))[0]: manifest}
   else:

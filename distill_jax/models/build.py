@@ -8,7 +8,16 @@ import ml_collections
 
 from distill_jax.audio import features as feats_lib
 from distill_jax.models import encoders
-from distill_jax.models.student import CtcStudent, SpecAugment, Vtlp
+from distill_jax.models import wav2vec2 as w2v
+from distill_jax.models.heads import attention_decoder, transducer
+from distill_jax.models.student import (AttentionStudent, CtcStudent, SpecAugment,
+                                        TransducerStudent, Vtlp)
+
+HEADS = ("ctc", "attention", "transducer")
+
+# `config.model.encoder` value selecting a whole wav2vec2 CTC model instead of a student
+# encoder behind the log-mel front end (the demo teacher, trained from scratch).
+WAV2VEC2 = "wav2vec2"
 
 
 def build_encoder(cfg: ml_collections.ConfigDict):
@@ -19,18 +28,80 @@ def build_encoder(cfg: ml_collections.ConfigDict):
   return encoders.ENCODERS[name](**cfg[name].to_dict())
 
 
-def build_student(cfg: ml_collections.ConfigDict, vocab_size: int) -> CtcStudent:
+def wav2vec2_config(cfg: ml_collections.ConfigDict,
+                    vocab_size: int | None = None) -> w2v.Wav2Vec2Config:
+  """`cfg.wav2vec2` (transformers `Wav2Vec2Config` fields) with the tokenizer's vocab size
+  (None: the config's, for shape-only uses)."""
+  if WAV2VEC2 not in cfg:
+    raise ValueError("config.model.encoder='wav2vec2' needs config.model.wav2vec2 (transformers "
+                     "Wav2Vec2Config fields; see configs/demo_teacher.py)")
+  fields = cfg.wav2vec2.to_dict()
+  if vocab_size is not None and fields.setdefault("vocab_size", vocab_size) != vocab_size:
+    raise ValueError(f"config.model.wav2vec2.vocab_size={fields['vocab_size']} but the tokenizer "
+                     f"has {vocab_size} tokens")
+  try:
+    return w2v.Wav2Vec2Config(**fields)
+  except TypeError as e:  # an unknown field name
+    raise ValueError(f"config.model.wav2vec2: {e}") from None
+
+
+def build_wav2vec2(cfg: ml_collections.ConfigDict, vocab_size: int) -> w2v.Wav2Vec2Trainee:
+  """A wav2vec2 CTC model with the student's contract; the log-mel `frontend` is not used."""
   if cfg.head != "ctc":
-    raise ValueError(f"config.model.head={cfg.head!r}: only 'ctc' is built so far")
+    raise ValueError(f"config.model.head={cfg.head!r}: the wav2vec2 model has a CTC head only")
+  if cfg.vtlp_enabled:
+    raise ValueError("config.model.vtlp_enabled=True: VTLP warps the log-mel front end, which "
+                     "the wav2vec2 model does not use (it reads the waveform); set it False")
+  return w2v.Wav2Vec2Trainee(wav2vec2_config(cfg, vocab_size), time_masking=cfg.specaug_enabled)
+
+
+def build_student(cfg: ml_collections.ConfigDict, vocab_size: int, *, bos_id: int = 1,
+                  eos_id: int = 2, blank_id: int = 0):
+  """`cfg.head` picks the student family: 'ctc' | 'attention' | 'transducer'.
+
+  bos_id/eos_id (attention) and blank_id (transducer start symbol) come from the tokenizer.
+  `cfg.encoder='wav2vec2'` builds `build_wav2vec2`'s model instead (CTC only); its
+  `cfg.specaug_enabled` switches wav2vec2's own time masking (`mask_time_prob`).
+  """
+  if cfg.encoder == WAV2VEC2:
+    return build_wav2vec2(cfg, vocab_size)
+  if cfg.head not in HEADS:
+    raise ValueError(f"config.model.head={cfg.head!r} is not one of {HEADS}")
   specaug = SpecAugment(**cfg.specaug.to_dict()) if cfg.specaug_enabled else None
   vtlp = Vtlp(**cfg.vtlp.to_dict()) if cfg.vtlp_enabled else None
-  return CtcStudent(encoder=build_encoder(cfg), vocab_size=vocab_size,
-                    frontend=feats_lib.LogMelConfig.from_config(cfg.frontend),
-                    specaug=specaug, vtlp=vtlp, head_dropout=cfg.head_dropout)
+  common = dict(encoder=build_encoder(cfg), vocab_size=vocab_size,
+                frontend=feats_lib.LogMelConfig.from_config(cfg.frontend),
+                specaug=specaug, vtlp=vtlp, head_dropout=cfg.head_dropout)
+  if cfg.head == "ctc":
+    return CtcStudent(**common)
+  if cfg.ctc_weight and not cfg.aux_ctc:
+    raise ValueError(f"config.model.ctc_weight={cfg.ctc_weight} needs the auxiliary CTC head "
+                     "(config.model.aux_ctc=True)")
+  if cfg.head == "attention":
+    d = cfg.attention_decoder
+    if d.kind not in attention_decoder.DECODERS:
+      raise ValueError(f"config.model.attention_decoder.kind={d.kind!r} is not one of "
+                       f"{sorted(attention_decoder.DECODERS)}")
+    kwargs = dict(vocab_size=vocab_size, dim=d.dim, num_layers=d.num_layers,
+                  attention=d.attention, num_heads=d.num_heads, dropout_rate=d.dropout_rate)
+    if d.kind == "transformer":
+      kwargs["ff_mult"] = d.ff_mult
+    if bos_id is None or eos_id is None:
+      raise ValueError("the attention student needs <s> and </s> in the vocabulary")
+    return AttentionStudent(**common, aux_ctc=cfg.aux_ctc,
+                            decoder=attention_decoder.DECODERS[d.kind](**kwargs),
+                            bos_id=bos_id, eos_id=eos_id)
+  t = cfg.transducer
+  predictor = transducer.PredictionNetwork(vocab_size, t.pred_dim, t.predictor, t.pred_layers,
+                                           t.dropout_rate)
+  return TransducerStudent(**common, aux_ctc=cfg.aux_ctc, predictor=predictor,
+                           joint_dim=t.joint_dim, blank_id=blank_id)
 
 
 def output_frames(cfg: ml_collections.ConfigDict, num_samples: int) -> int:
   """Number of encoder frames the student emits for `num_samples` valid samples."""
+  if cfg.encoder == WAV2VEC2:
+    return w2v.num_frames(wav2vec2_config(cfg), num_samples)
   t = feats_lib.LogMelConfig.from_config(cfg.frontend).num_frames(num_samples)
   for _ in range(int(math.log2(cfg[cfg.encoder].subsampling))):
     t = -(-t // 2)

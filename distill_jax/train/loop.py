@@ -30,6 +30,7 @@ from distill_jax.data import pipeline
 from distill_jax.models import build
 from distill_jax.train import checkpoint as ckpt_lib
 from distill_jax.train import metrics as metrics_lib
+from distill_jax.train import objectives
 from distill_jax.train import parallel
 from distill_jax.train import state as state_lib
 from distill_jax.train import steps as steps_lib
@@ -63,10 +64,13 @@ def load_split(config: ml_collections.ConfigDict, manifest_path: str, name: str,
   utts = manifest_lib.read_manifest(manifest_path)
   if max_utterances:
     utts = utts[:max_utterances]
+  d = config.data
   return pipeline.prepare_dataset(
       utts, tokenizer, bucket_spec(config), name=name,
       min_output_frames=functools.partial(build.output_frames, config.model),
-      progress=progress)
+      progress=progress, min_seconds=d.min_seconds, max_seconds=d.max_seconds,
+      audio_in_memory={"auto": None, "yes": True, "no": False}[d.audio_in_memory],
+      text_options=dict(language=d.language))
 
 
 def init_params(model, dataset: pipeline.AsrDataset, seed: int) -> Any:
@@ -107,14 +111,17 @@ def check_resume_teacher(current: dict | None, saved: dict | None) -> None:
                      f"has {what(current)}; use a new --workdir or the original teacher")
 
 
-def restore_student(config: ml_collections.ConfigDict, workdir: str, which: str | int = "latest"):
+def restore_student(config: ml_collections.ConfigDict, workdir: str, which: str | int = "latest",
+                    with_projections: bool = False):
   """(model, student params, tokenizer, step) from a workdir's checkpoint, for evaluation.
 
   For a distillation run (`config.distill.teacher` set, as in training) the checkpoint also
-  holds the hidden-state projections; only the student's params are returned.
+  holds the hidden-state projections; only the student's params are returned, unless
+  `with_projections` (then {'student': ..., 'projections': ...}, as trained).
   """
   tokenizer = text_lib.CharTokenizer.from_file(workdir)
-  model = build.build_student(config.model, tokenizer.vocab_size)
+  model = build.build_student(config.model, tokenizer.vocab_size, bos_id=tokenizer.bos_id,
+                              eos_id=tokenizer.eos_id, blank_id=tokenizer.blank_id)
   wav = jnp.zeros((1, 16000), jnp.float32)
   ckpt = ckpt_lib.Checkpointer(workdir, read_only=True)
 
@@ -134,7 +141,8 @@ def restore_student(config: ml_collections.ConfigDict, workdir: str, which: str 
   target = jax.eval_shape(lambda p: state_lib.create_state(p, tx, 0), shapes())
   state, _, step = ckpt.restore(which, target)
   ckpt.close()
-  params = state.params["student"] if is_distillation(config) else state.params
+  params = (state.params["student"] if is_distillation(config) and not with_projections
+            else state.params)
   return model, params, tokenizer, step
 
 
@@ -143,7 +151,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   cfg_t = config.train
   tokenizer = load_tokenizer(config)
   tokenizer.save(workdir)
-  model = build.build_student(config.model, tokenizer.vocab_size)
+  model = build.build_student(config.model, tokenizer.vocab_size, bos_id=tokenizer.bos_id,
+                              eos_id=tokenizer.eos_id, blank_id=tokenizer.blank_id)
 
   train_ds, train_report = load_split(config, config.data.train, "train", tokenizer)
   dev_ds, dev_report = load_split(config, config.data.dev, "dev", tokenizer,
@@ -187,7 +196,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   lr_schedule = state_lib.learning_rate_schedule(cfg_t)
   state = state_lib.create_state(params, tx, config.seed)
 
-  ckpt = ckpt_lib.Checkpointer(workdir, keep_last=cfg_t.keep_last, keep_best=cfg_t.keep_best)
+  ckpt = ckpt_lib.Checkpointer(workdir, keep_last=cfg_t.keep_last, keep_best=cfg_t.keep_best,
+                               keep_every=cfg_t.keep_every, keep_steps=tuple(cfg_t.keep_steps))
   position, wall_offset = pipeline.Position(), 0.0
   if ckpt.latest_step() is not None:
     state, extra, step = ckpt.restore("latest", state)
@@ -198,13 +208,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     log.info("resumed from step %d (data position %s)", step, position)
 
   start = int(state.step)
+  head_loss = objectives.HeadLoss.from_config(config.model)
   if teacher is None:
     step_fn = steps_lib.make_ctc_train_step(model, tx, lr_schedule, tokenizer.blank_id,
-                                            grad_accum_steps=cfg_t.grad_accum_steps)
+                                            grad_accum_steps=cfg_t.grad_accum_steps,
+                                            head=head_loss)
   else:
     step_fn = steps_lib.make_distill_train_step(
         model, tx, lr_schedule, spec, teacher_fn=None if teacher.cache else teacher.fn,
-        blank_id=tokenizer.blank_id)
+        blank_id=tokenizer.blank_id, head=head_loss)
   par = parallel.parallelize(step_fn, parallel.make_mesh(), mode=config.parallel,
                              num_frozen=0 if teacher is None else 1)
   frozen = () if teacher is None else (
@@ -271,7 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                   f"CER {100 * last_dev['cer']:.2f}%  ({wall / 60:.1f} min)")
         save(step, wall, it, {"dev_wer": last_dev["wer"]})
         window_t0 = time.time()  # evaluation time is not training throughput
-      elif step % cfg_t.checkpoint_every == 0:
+      elif step % cfg_t.checkpoint_every == 0 or step in cfg_t.keep_steps:
         save(step, wall, it)
       if last:
         break

@@ -6,7 +6,8 @@ tokens, frame weights, frames), so the update does not depend on how the batch i
 devices. A non-finite loss or gradient skips the update (params and optimizer state untouched)
 and is counted in `state.skipped`.
 
-`make_ctc_train_step`: CTC on the ground truth. `make_distill_train_step`: knowledge
+`make_ctc_train_step`: the student family's hard loss on the ground truth (CTC, joint
+CTC-attention or RNN-T: `train/objectives.py`). `make_distill_train_step`: knowledge
 distillation from a frozen teacher, online (teacher params are an argument of the step, never in
 the optimizer state) or from the offline cache (teacher outputs are fields of the batch).
 """
@@ -21,9 +22,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from distill_jax.decode import attention as att_decode
 from distill_jax.decode import ctc as ctc_decode
-from distill_jax.losses import ctc as ctc_loss_lib
+from distill_jax.decode import transducer as rnnt_decode
 from distill_jax.losses import distill as kd
+from distill_jax.train import objectives
 from distill_jax.train.parallel import DATA_AXIS
 from distill_jax.train.state import TrainState
 
@@ -47,8 +50,12 @@ def _apply_update(state: TrainState, tx: optax.GradientTransformation, loss: jax
 
 def make_ctc_train_step(model: nn.Module, tx: optax.GradientTransformation,
                         lr_schedule: optax.Schedule, blank_id: int = 0,
-                        grad_accum_steps: int = 1) -> Callable:
-  """Returns step(state, batch) -> (state, metrics) for CTC training on one shard.
+                        grad_accum_steps: int = 1,
+                        head: objectives.HeadLoss | None = None) -> Callable:
+  """Returns step(state, batch) -> (state, metrics) for training on one shard.
+
+  The hard loss is the student family's (`train/objectives.py`: CTC, joint CTC-attention or
+  RNN-T, settings in `head`); the name stays from when CTC was the only one.
 
   The shard's batch (waveform [b, S], wave_paddings [b, S], labels [b, L], label_paddings
   [b, L], weights [b]) is processed as `grad_accum_steps` = k micro-batches of b/k rows in a
@@ -61,17 +68,19 @@ def make_ctc_train_step(model: nn.Module, tx: optax.GradientTransformation,
   """
   if grad_accum_steps < 1:
     raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
+  head = head or objectives.HeadLoss()
 
   def sum_and_grad(params, batch, key):
     """(loss sum, aux) over a (micro-)batch and the gradient of the sum."""
     k_drop, k_spec, k_aug = jax.random.split(key, 3)
 
     def loss_fn(params):
-      out = model.apply({"params": params}, batch["waveform"], batch["wave_paddings"],
-                        train=True,
-                        rngs={"dropout": k_drop, "specaug": k_spec, "augment": k_aug})
-      res = ctc_loss_lib.ctc_loss(out["logits"], out["paddings"], batch["labels"],
-                                  batch["label_paddings"], blank_id)
+      out = objectives.apply_student(
+          model, params, batch["waveform"], batch["wave_paddings"], batch["labels"],
+          batch["label_paddings"], train=True,
+          rngs={"dropout": k_drop, "specaug": k_spec, "augment": k_aug})
+      res = objectives.hard_loss(model, head, out, batch["labels"], batch["label_paddings"],
+                                 blank_id)
       weights = res["weights"] * batch["weights"]
       aux = dict(tokens=jnp.sum(jnp.sum(1.0 - batch["label_paddings"], 1) * weights),
                  infeasible=res["num_infeasible"], frames=jnp.sum(1.0 - out["paddings"]))
@@ -127,6 +136,9 @@ class KdSpec:
 
     L = alpha * CTC(labels) + beta * T^2 KL(p_t^T || p_s^T) + gamma * L_hidden
 
+  (for attention and transducer students the hard term is their family's loss, the KL reads
+  their auxiliary CTC head and the hidden term their encoder's hidden states).
+
   Attributes:
     alpha, beta, gamma: weights of the hard, soft and hidden-state terms.
     temperature: T.
@@ -179,7 +191,8 @@ def _teacher_labels(log_probs: jax.Array, paddings: jax.Array,
 
 def make_distill_train_step(model: nn.Module, tx: optax.GradientTransformation,
                             lr_schedule: optax.Schedule, spec: KdSpec,
-                            teacher_fn: TeacherFn | None = None, blank_id: int = 0) -> Callable:
+                            teacher_fn: TeacherFn | None = None, blank_id: int = 0,
+                            head: objectives.HeadLoss | None = None) -> Callable:
   """Returns step(state, batch, teacher_params) -> (state, metrics) for one shard.
 
   `state.params` is {'student': the student's params, 'projections': the hidden-state
@@ -192,6 +205,7 @@ def make_distill_train_step(model: nn.Module, tx: optax.GradientTransformation,
   field); `teacher_params` is then ignored (pass None).
   """
   projections = kd.HiddenProjections(spec.layer_pairs, spec.teacher_dim)
+  head = head or objectives.HeadLoss()
 
   def teacher_outputs(teacher_params, batch):
     if teacher_fn is None:
@@ -219,26 +233,31 @@ def make_distill_train_step(model: nn.Module, tx: optax.GradientTransformation,
       labels, label_paddings = batch["labels"], batch["label_paddings"]
 
     def loss_fn(params):
-      out = model.apply({"params": params["student"]}, batch["waveform"],
-                        batch["wave_paddings"], train=True,
-                        rngs={"dropout": k_drop, "specaug": k_spec, "augment": k_aug})
-      ts = out["logits"].shape[1]
+      out = objectives.apply_student(
+          model, params["student"], batch["waveform"], batch["wave_paddings"], labels,
+          label_paddings, train=True,
+          rngs={"dropout": k_drop, "specaug": k_spec, "augment": k_aug})
+      ts = out["paddings"].shape[1]
       t_lp, t_pad = kd.align_teacher(teacher["log_probs"], teacher["paddings"],
                                      spec.frame_ratio, ts)
       pad = jnp.maximum(out["paddings"], t_pad)
       row_pad = jnp.maximum(pad, (batch["weights"] <= 0)[:, None].astype(pad.dtype))
       # Hard term: summed over the shard, normalized by the global count of target tokens.
-      hard = ctc_loss_lib.ctc_loss(out["logits"], out["paddings"], labels, label_paddings,
-                                   blank_id)
+      hard = objectives.hard_loss(model, head, out, labels, label_paddings, blank_id)
       w = hard["weights"] * batch["weights"]
       tokens = jnp.sum(jnp.sum(1.0 - label_paddings, 1) * w)
       hard_sum = jnp.sum(hard["per_example"] * w)
-      # Soft term: frame-weighted KL sum (T^2 included), normalized by the global weight.
-      soft = kd.kl_divergence(out["logits"], t_lp, row_pad, spec.temperature,
-                              blank_weight=spec.blank_weight,
-                              blank_threshold=spec.blank_threshold, blank_id=blank_id)
-      counts = dict(tokens=tokens, kl_weight=soft["weight"])
-      sums = dict(hard=hard_sum, kl=soft["sum"])
+      counts, sums = dict(tokens=tokens), dict(hard=hard_sum)
+      # Soft term: frame-weighted KL sum (T^2 included), normalized by the global weight. It
+      # reads CTC posteriors: the CTC student's, or the auxiliary CTC head of the others.
+      if "logits" in out:
+        soft = kd.kl_divergence(out["logits"], t_lp, row_pad, spec.temperature,
+                                blank_weight=spec.blank_weight,
+                                blank_threshold=spec.blank_threshold, blank_id=blank_id)
+        counts["kl_weight"], sums["kl"] = soft["weight"], soft["sum"]
+      elif spec.beta:
+        raise ValueError(f"distill.beta={spec.beta}: the frame-level KL needs CTC posteriors; "
+                         "set config.model.aux_ctc=True (or distill.beta=0)")
       if spec.layer_pairs:
         t_hidden, _ = kd.align_hidden(teacher["hidden"], teacher["paddings"], spec.frame_ratio,
                                       ts)
@@ -248,8 +267,11 @@ def make_distill_train_step(model: nn.Module, tx: optax.GradientTransformation,
       # The counts do not depend on the params, so normalizing inside the differentiated
       # function by their global sums gives the gradient of the global loss.
       norm = {k: jnp.maximum(jax.lax.psum(v, DATA_AXIS), 1e-9) for k, v in counts.items()}
-      terms = dict(hard=sums["hard"] / norm["tokens"], kl=sums["kl"] / norm["kl_weight"])
-      total = spec.alpha * terms["hard"] + spec.beta * terms["kl"]
+      terms = dict(hard=sums["hard"] / norm["tokens"])
+      total = spec.alpha * terms["hard"]
+      if "kl" in sums:
+        terms["kl"] = sums["kl"] / norm["kl_weight"]
+        total = total + spec.beta * terms["kl"]
       if spec.layer_pairs:
         terms["hidden"] = sums["hidden"] / norm["frames"]
         total = total + spec.gamma * terms["hidden"]
@@ -282,12 +304,38 @@ def init_distill_params(model: nn.Module, spec: KdSpec, student_params: Any,
   return dict(student=student_params, projections=proj)
 
 
-def make_forward_step(model: nn.Module) -> Callable:
-  """Returns fwd(params, batch) -> dict(logits, paddings) for evaluation on one shard."""
+def make_forward_step(model: nn.Module, eval_cfg=None) -> Callable:
+  """Returns fwd(params, batch) -> outputs for evaluation on one shard.
+
+  CTC students: dict(log_probs [B, T, V], paddings [B, T]) (decoded by `evaluate`). Attention
+  and transducer students decode inside the step: dict(tokens [B, L] (-1 padded), lengths [B],
+  scores [B]), greedy or beam search per `eval_cfg.decoder` / `beam_size` (greedy when
+  eval_cfg is None) with the head's settings from `eval_cfg` (see configs/base.py).
+  """
+  kind = objectives.head_kind(model)
+  if kind == "ctc":
+    def fwd(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+      out = model.apply({"params": params}, batch["waveform"], batch["wave_paddings"],
+                        train=False)
+      return dict(log_probs=jax.nn.log_softmax(out["logits"]), paddings=out["paddings"])
+    return fwd
+
+  decoder = "greedy" if eval_cfg is None else eval_cfg.decoder
+  if decoder not in ("greedy", "beam"):
+    raise ValueError(f"config.eval.decoder={decoder!r}: the {kind} student decodes with "
+                     "'greedy' or 'beam'")
+  beam = 1 if decoder == "greedy" else int(eval_cfg.beam_size)
 
   def fwd(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    out = model.apply({"params": params}, batch["waveform"], batch["wave_paddings"],
-                      train=False)
-    return dict(log_probs=jax.nn.log_softmax(out["logits"]), paddings=out["paddings"])
+    if kind == "attention":
+      kw = {} if eval_cfg is None else dict(max_length_ratio=eval_cfg.max_length_ratio,
+                                            length_penalty_alpha=eval_cfg.length_penalty)
+      res = att_decode.decode_student(model, params, batch["waveform"], batch["wave_paddings"],
+                                      beam_size=beam, **kw)
+    else:
+      kw = {} if eval_cfg is None else dict(max_symbols_per_frame=eval_cfg.max_symbols_per_frame)
+      res = rnnt_decode.decode_student(model, params, batch["waveform"],
+                                       batch["wave_paddings"], beam_size=beam, **kw)
+    return dict(tokens=res["tokens"], lengths=res["lengths"], scores=res["score"])
 
   return fwd

@@ -257,7 +257,8 @@ def test_shape_errors_name_the_arrays():
 
 def test_matches_torchaudio():
   torchaudio = pytest.importorskip(
-      "torchaudio", reason="torchaudio not installed: reference comparison not run")
+      "torchaudio", reason="torchaudio is not installed (its wheels need torch 2.9.1, the test "
+      "stack pins torch 2.13.0): the rnnt_loss reference comparison is not run")
   import torch  # pylint: disable=g-import-not-at-top
   if not hasattr(torchaudio.functional, "rnnt_loss"):
     pytest.skip(f"torchaudio {torchaudio.__version__} has no functional.rnnt_loss")
