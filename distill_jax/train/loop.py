@@ -73,6 +73,21 @@ def load_split(config: ml_collections.ConfigDict, manifest_path: str, name: str,
       text_options=dict(language=d.language))
 
 
+def write_data_report(workdir: str, reports: dict) -> None:
+  """workdir/data_report.json: per split, what was kept and every skipped utterance with its
+  reason, from preparation and (`skipped_at_batch_time`) from per-batch decoding.
+
+  Args:
+    reports: {split name: (pipeline.DataReport, pipeline.AsrDataset)}.
+  """
+  out = {name: rep.to_dict() | {"skipped_at_batch_time": list(ds.runtime_skips)}
+         for name, (rep, ds) in reports.items()}
+  tmp = os.path.join(workdir, "data_report.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(out, f, indent=1)
+  os.replace(tmp, os.path.join(workdir, "data_report.json"))
+
+
 def init_params(model, dataset: pipeline.AsrDataset, seed: int) -> Any:
   b, s, _ = min(dataset.batch_shapes(), key=lambda x: x[1])
   wav = jnp.zeros((1, s), jnp.float32)
@@ -160,8 +175,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Splits decoded at every evaluation for the record (curves), never for model selection.
   report_sets = {s: load_split(config, config.data[s], s, tokenizer)[0]
                  for s in config.train.report_splits}
-  with open(os.path.join(workdir, "data_report.json"), "w") as f:
-    json.dump(dict(train=train_report.to_dict(), dev=dev_report.to_dict()), f, indent=1)
+  reports = {"train": (train_report, train_ds), "dev": (dev_report, dev_ds)}
+  write_data_report(workdir, reports)
   for rep in (train_report, dev_report):
     log.info("%s: kept %d utterances (%.2f h); skipped %s", rep.name, rep.kept,
              rep.kept_seconds / 3600, rep.counts() or "none")
@@ -290,6 +305,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   finally:
     it.close()
     bar.close()
+    write_data_report(workdir, reports)  # now with the files that failed at batch time
   compiled = par.compiled_programs() or len(shapes_seen)
   log.info("compiled %d train-step programs for %d batch shapes", compiled, len(shapes_seen))
   writer.close()

@@ -167,6 +167,7 @@ def trained(tiny_corpus, tmp_path_factory):
   return config, workdir, summary
 
 
+@pytest.mark.slow  # trains 30 steps through the loop (module fixture)
 def test_loop_trains_it_and_the_loss_decreases(trained):
   config, workdir, summary = trained
   assert summary["step"] == 30 and summary["skipped_updates"] == 0
@@ -178,6 +179,7 @@ def test_loop_trains_it_and_the_loss_decreases(trained):
   assert any("dev/wer" in r for r in rows)
 
 
+@pytest.mark.slow  # trains 30 steps through the loop (module fixture)
 def test_eval_restores_it(trained):
   config, workdir, _ = trained
   res = evaluate.evaluate_checkpoint(config, workdir, "latest", splits=["test"])["test"]
@@ -206,6 +208,7 @@ def _padded(waves):
   return x, pad
 
 
+@pytest.mark.slow  # trains 30 steps through the loop (module fixture)
 def test_export_writes_a_folder_with_provenance(trained, exported):
   config, workdir, _ = trained
   out, meta = exported
@@ -220,6 +223,7 @@ def test_export_writes_a_folder_with_provenance(trained, exported):
     hf_wav2vec2.export_checkpoint(student, workdir, "latest", out + "_x")
 
 
+@pytest.mark.slow  # trains 30 steps through the loop (module fixture)
 @pytest.mark.torch
 def test_exported_folder_loads_in_transformers_with_the_same_logits(trained, exported):
   torch = pytest.importorskip("torch")
@@ -245,6 +249,7 @@ def test_exported_folder_loads_in_transformers_with_the_same_logits(trained, exp
   assert processor.tokenizer.get_vocab() == json.load(open(os.path.join(out, "vocab.json")))
 
 
+@pytest.mark.slow  # trains 30 steps through the loop (module fixture)
 def test_exported_folder_loads_as_kd_teacher(trained, exported):
   config, workdir, _ = trained
   out, _ = exported

@@ -41,6 +41,7 @@ def _train_rows(workdir):
   return [r for r in rows if "train/loss" in r], rows
 
 
+@pytest.mark.slow  # ~1-2 min each on 2 cores; the default run keeps the unit tests
 @pytest.mark.parametrize("head", sorted(HEADS))
 def test_student_trains_through_the_loop_and_decodes(tiny_corpus, tmp_path, head):
   config = _config(tiny_corpus, head)
@@ -76,6 +77,7 @@ def teacher_folder(tmp_path_factory):
                                       text_lib.CharTokenizer(), out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head,hard_labels,overrides", [
     # Sequence-level KD on teacher transcripts + frame KL (aux CTC) + encoder hidden states.
     ("attention", "teacher", dict(attention_decoder=dict(kind="transformer", attention="dot",

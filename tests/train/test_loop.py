@@ -56,6 +56,9 @@ def test_run_writes_logs_checkpoints_and_plot(uninterrupted):
   steps = sorted(int(s) for s in os.listdir(os.path.join(uninterrupted, "checkpoints"))
                  if s.isdigit())
   assert steps[-2:] == [35, 40]  # keep_last=2 (plus the best by dev WER)
+  report = json.load(open(os.path.join(uninterrupted, "data_report.json")))
+  assert set(report) == {"train", "dev"}
+  assert report["train"]["kept"] > 0 and report["train"]["skipped_at_batch_time"] == []
 
 
 def test_sigkill_and_resume_gives_identical_parameters(tiny_corpus, uninterrupted, tmp_path):
