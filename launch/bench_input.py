@@ -20,7 +20,7 @@ from absl import app, flags
 from distill_jax.data import manifest as manifest_lib
 from distill_jax.data import pipeline
 from distill_jax.models import build
-from distill_jax.train import loop, parallel, state as state_lib, steps
+from distill_jax.train import loop
 from launch import common
 
 _CONFIG = common.define_config_flag()
@@ -68,13 +68,7 @@ def main(argv):
   # The training step on every batch shape delivered.
   ds = rows[0][4]
   model = build.build_student(config.model, tok.vocab_size)
-  params = loop.init_params(model, ds, 0)
-  tx = state_lib.make_optimizer(config.train)
-  par = parallel.parallelize(steps.make_ctc_train_step(
-      model, tx, state_lib.learning_rate_schedule(config.train),
-      grad_accum_steps=config.train.grad_accum_steps), parallel.make_mesh(),
-      mode=config.parallel)
-  state = par.put_state(state_lib.create_state(params, tx, 0))
+  par, state, params = common.ctc_train_step(config, model, ds)
   step_s = {}
   for k, members in enumerate(ds.bucket_members):
     if not members:

@@ -24,7 +24,7 @@ from ml_collections import config_flags
 
 from distill_jax.audio import features as feats_lib
 from distill_jax.models import build, layers
-from distill_jax.train import loop, parallel, state as state_lib, steps
+from distill_jax.train import loop, state as state_lib
 from launch import common
 
 _CONFIG = common.define_config_flag()
@@ -136,14 +136,8 @@ def _train_step_table(config) -> float:
   tok = loop.load_tokenizer(config)
   model = build.build_student(config.model, tok.vocab_size)
   ds, _ = loop.load_split(config, config.data.dev, "dev", tok, progress=False)
-  params = loop.init_params(model, ds, 0)
-  tx = state_lib.make_optimizer(config.train)
-  par = parallel.parallelize(steps.make_ctc_train_step(
-      model, tx, state_lib.learning_rate_schedule(config.train),
-      grad_accum_steps=config.train.grad_accum_steps), parallel.make_mesh(),
-      mode=config.parallel)
+  par, state, params = common.ctc_train_step(config, model, ds)
   step = par.step
-  state = par.put_state(state_lib.create_state(params, tx, 0))
   print(f"\n{config.get('name', '')} train step ({state_lib.count_params(params):,} params, "
         f"batch_seconds={config.data.batch_seconds}, {jax.device_count()} device(s)):")
   print(f"{'batch x samples':<18} {'compile s':>9} {'step ms':>9} {'padded audio s/s':>17} "

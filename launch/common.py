@@ -36,3 +36,19 @@ def setup_logging(workdir: str | None = None) -> None:
   enable_compilation_cache()
   for noisy in ("absl", "orbax", "jax._src"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def ctc_train_step(config, model, dataset):
+  """The config's jitted CTC train step and its initial (device-placed) state, for benchmarks.
+
+  Returns (parallel step object, state, params) with params initialized on `dataset`'s
+  shortest batch shape (seed 0).
+  """
+  from distill_jax.train import loop, parallel, state as state_lib, steps
+  params = loop.init_params(model, dataset, 0)
+  tx = state_lib.make_optimizer(config.train)
+  par = parallel.parallelize(steps.make_ctc_train_step(
+      model, tx, state_lib.learning_rate_schedule(config.train),
+      grad_accum_steps=config.train.grad_accum_steps), parallel.make_mesh(),
+      mode=config.parallel)
+  return par, par.put_state(state_lib.create_state(params, tx, 0)), params
