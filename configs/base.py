@@ -13,6 +13,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.progress = True
   c.parallel = "shard_map"  # data parallelism over all devices: 'shard_map' | 'pmap'
+  # Multi-host (launch/train.py, launch/distill.py; one process per host, README "Devices"):
+  # jax.distributed.initialize with these; ""/0/-1 = detected (TPU pods, SLURM, Open MPI).
+  c.distributed = ml_collections.ConfigDict(dict(
+      enabled=False, coordinator="", num_processes=0, process_id=-1,
+      cpu_collectives=""))  # 'gloo' for CPU hosts (and the two-process test)
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.vocab = ""  # path to a vocab.json; empty = the wav2vec2 LibriSpeech vocabulary
@@ -71,6 +76,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 2000
   c.train.max_wall_minutes = 0.0  # > 0: stop (with a checkpoint and an eval) after this long
+  # > 0: stop at this step (checkpoint + eval) with the schedule still that of num_steps (the
+  # demo's control student stops where the KD student did).
+  c.train.stop_at_step = 0
   c.train.lr = 2e-3
   c.train.final_lr_ratio = 0.02
   c.train.warmup_steps = 300
@@ -108,6 +116,14 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.distill.layer_k = 1
   c.distill.layer_pairs = ()  # ((student_layer, teacher_layer), ...) for 'explicit'
   c.distill.hidden_loss = "l1_cos"  # | 'nmse'
+
+  # The main job (launch/demo.py, distill_jax/demo.py): teacher -> KD student + control.
+  c.demo = ml_collections.ConfigDict()
+  c.demo.teacher_hf = ""  # the teacher's Hugging Face folder; "" = one student, no distillation
+  c.demo.teacher_cache = True  # run the teacher once over the train split (False: online)
+  c.demo.control = True  # also train the student without KD for the same steps
+  c.demo.rtf_threads = 1  # real-time factor on this many CPUs (launch/rtf.py); 0 = not measured
+  c.demo.rtf_split = "test"
 
   c.eval = ml_collections.ConfigDict()
   c.eval.splits = ("test",)  # names of c.data entries evaluated by launch/eval.py

@@ -60,11 +60,16 @@ def get_config(arg=None):
     c.name = "demo_teacher_40ms"
     c.model.wav2vec2.update(dict(conv_dim=(64, 128, 256, 256, 256), conv_stride=(5, 4, 4, 4, 2),
                                  conv_kernel=(10, 8, 4, 4, 2)))
-  c.train.lr = 1e-3
+  # Trained across sessions (each resumes the last checkpoint; the wall cap is cumulative):
+  # half the student's batch for twice the updates in a budget where the teacher sees the
+  # corpus about once; frequent checkpoints so that a stopped session loses little.
+  c.data.batch_seconds = 48.0
+  c.train.lr = 1.5e-3
   c.train.warmup_steps = 300
-  c.train.num_steps = 1600
-  c.train.max_wall_minutes = 120.0
-  c.train.eval_every = 400
-  c.train.checkpoint_every = 200
+  c.train.num_steps = 3000
+  c.train.max_wall_minutes = 240.0
+  c.train.eval_every = 250
+  c.train.checkpoint_every = 50
+  c.train.keep_every = 500
   c.eval.splits = ("test", "real_english")
   return c

@@ -108,11 +108,26 @@ def score(refs: list[str], hyps: list[str]) -> dict[str, float]:
 def evaluate(forward: Callable, params: Any, dataset: pipeline.AsrDataset,
              tokenizer: text_lib.CharTokenizer, out_dir: str | None = None,
              name: str = "eval", decoder: UtteranceDecoder | None = None) -> dict[str, Any]:
-  """Decodes, scores and (optionally) writes hypotheses.tsv and summary.json under out_dir."""
+  """Decodes, scores and (optionally) writes hypotheses.tsv and summary.json under out_dir.
+
+  The result's `rtf` is this pass's seconds per audio second on all the process's CPUs,
+  compilation of new shapes included; `real_time_factor` (launch/rtf.py) is the clean figure.
+  With `engine` / `speaker` fields in the manifest, `by_engine` / `by_speaker` hold WER and CER
+  per group.
+  """
   hyps, seconds, _ = decode_dataset(forward, params, dataset, tokenizer, decoder)
   refs = [ex.text for ex in dataset.examples]
   hyp_list = [hyps[ex.id] for ex in dataset.examples]
   result = score(refs, hyp_list)
+  for field in ("engine", "speaker"):  # breakdowns, when the manifest says
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(dataset.examples):
+      if getattr(ex, field):
+        groups.setdefault(getattr(ex, field), []).append(i)
+    if len(groups) > 1:
+      result[f"by_{field}"] = {
+          g: score([refs[i] for i in idx], [hyp_list[i] for i in idx]) | {"utterances": len(idx)}
+          for g, idx in sorted(groups.items())}
   audio_seconds = dataset.total_seconds
   result.update(name=name, utterances=len(dataset), audio_hours=audio_seconds / 3600,
                 rtf=seconds / max(audio_seconds, 1e-9), devices=jax.device_count())
@@ -127,38 +142,133 @@ def evaluate(forward: Callable, params: Any, dataset: pipeline.AsrDataset,
   return result
 
 
-def evaluate_checkpoint(config, workdir: str, which: str = "best", *,
-                        splits: list[str] | None = None, manifest: str | None = None,
-                        name: str | None = None) -> dict[str, dict]:
-  """Restores a checkpoint and evaluates config splits (or one manifest) with it."""
-  from distill_jax.train import loop, steps  # the trainer imports this module
-  model, params, tokenizer, step = loop.restore_student(config, workdir, which)
-  if config.model.head == "ctc":
-    forward = jax.jit(steps.make_forward_step(model))
-    decoder = make_decoder(config.eval, tokenizer)
-  else:  # the head's own greedy / beam search runs inside the jitted forward step
-    forward = jax.jit(steps.make_forward_step(model, config.eval))
-    decoder = None
-  suffix = "" if config.eval.decoder == "greedy" else f"_{config.eval.decoder}"
-  if manifest:
-    targets = {name or os.path.splitext(os.path.basename(manifest))[0]: manifest}
+def real_time_factor(forward: Callable, params: Any, dataset: pipeline.AsrDataset,
+                     tokenizer: text_lib.CharTokenizer,
+                     decoder: UtteranceDecoder | None = None) -> dict[str, Any]:
+  """Seconds of compute per second of audio over `dataset`, compilation excluded.
+
+  One batch of each padded shape runs first, untimed (XLA compiles it), then the whole dataset
+  is decoded and timed (network + decoder, as in `evaluate`). `cpus` is how many CPUs this
+  process may run on (`launch/rtf.py` pins it; the demo reports one thread).
+  """
+  warmed = set()
+  for batch in pipeline.eval_batches(dataset):
+    shape = tuple(batch["waveform"].shape)
+    if shape not in warmed:
+      warmed.add(shape)
+      batch.pop("ids")
+      jax.block_until_ready(forward(params, batch))
+  _, seconds, _ = decode_dataset(forward, params, dataset, tokenizer, decoder)
+  audio = dataset.total_seconds
+  return dict(rtf=seconds / max(audio, 1e-9), seconds=seconds, audio_seconds=audio,
+              utterances=len(dataset), shapes=len(warmed), cpus=len(os.sched_getaffinity(0)),
+              devices=jax.device_count(), platform=jax.default_backend())
+
+
+def measure_rtf(config, *, split: str = "test", workdir: str | None = None,
+                which: str = "best", teacher_dir: str | None = None) -> dict[str, Any]:
+  """`real_time_factor` of a student checkpoint (workdir) or a converted teacher, greedy."""
+  from distill_jax.train import loop  # the trainer imports this module
+  if config.eval.decoder != "greedy":
+    config = copy.deepcopy(config)
+    config.eval.decoder = "greedy"
+  if teacher_dir:
+    forward, params, tokenizer, _ = teacher_forward(teacher_dir)
+    what = dict(model="teacher", path=teacher_dir)
   else:
-    names = splits or list(config.eval.splits)
-    unknown = [s for s in names if s not in config.data]
-    if unknown:
-      raise ValueError(f"split(s) {unknown} are not entries of config.data")
-    targets = {s: config.data[s] for s in names}
+    forward, params, tokenizer, step, _ = checkpoint_forward(config, workdir, which)
+    what = dict(model="student", path=workdir, step=step)
+  dataset, _ = loop.load_split(config, config.data[split], split, tokenizer, progress=False)
+  return what | dict(split=split) | real_time_factor(forward, params, dataset, tokenizer)
+
+
+def _targets(config, splits: list[str] | None, manifest: str | None,
+             name: str | None) -> dict[str, str]:
+  """{result name: manifest path}: one manifest, or config.data entries (default eval.splits)."""
+  if manifest:
+    return {name or os.path.splitext(os.path.basename(manifest))[0]: manifest}
+  names = splits or list(config.eval.splits)
+  unknown = [s for s in names if s not in config.data]
+  if unknown:
+    raise ValueError(f"split(s) {unknown} are not entries of config.data")
+  return {s: config.data[s] for s in names}
+
+
+def _evaluate_targets(config, forward: Callable, params: Any, tokenizer, decoder,
+                      targets: dict[str, str], out_root: str, tag: str) -> dict[str, dict]:
+  from distill_jax.train import loop  # the trainer imports this module
+  suffix = "" if config.eval.decoder == "greedy" else f"_{config.eval.decoder}"
   results = {}
   for split, path in targets.items():
     dataset, report = loop.load_split(config, path, split, tokenizer)
     res = evaluate(forward, params, dataset, tokenizer,
-                   os.path.join(workdir, "eval", f"{split}_step{step}{suffix}"), name=split,
+                   os.path.join(out_root, "eval", f"{split}_{tag}{suffix}"), name=split,
                    decoder=decoder)
-    res.update(step=step, skipped=report.counts(), decoder=config.eval.decoder)
+    res.update(skipped=report.counts(), decoder=config.eval.decoder)
     if config.eval.decoder == "beam_lm":
       res.update(lm=config.eval.lm, lm_alpha=config.eval.lm_alpha, lm_beta=config.eval.lm_beta)
     results[split] = res
   return results
+
+
+def checkpoint_forward(config, workdir: str, which: str = "best"):
+  """(jitted forward, params, tokenizer, step, utterance decoder) of a workdir's checkpoint."""
+  from distill_jax.train import loop, steps  # the trainer imports this module
+  model, params, tokenizer, step = loop.restore_student(config, workdir, which)
+  if config.model.head == "ctc":
+    return (jax.jit(steps.make_forward_step(model)), params, tokenizer, step,
+            make_decoder(config.eval, tokenizer))
+  # The head's own greedy / beam search runs inside the jitted forward step.
+  return jax.jit(steps.make_forward_step(model, config.eval)), params, tokenizer, step, None
+
+
+def teacher_forward(teacher_dir: str):
+  """(jitted forward, params, tokenizer, wav2vec2 config) of a converted teacher folder.
+
+  forward(params, batch) -> dict(log_probs [B, Tt, V], paddings [B, Tt]): the frozen
+  teacher's CTC posteriors, as the distillation step sees them (waveform normalized when the
+  teacher's processor asks for it).
+  """
+  from distill_jax.convert import hf_wav2vec2  # pylint: disable=import-outside-toplevel
+  from distill_jax.models import wav2vec2 as w2v  # pylint: disable=import-outside-toplevel
+  t_config, params, tokenizer, _ = hf_wav2vec2.load_teacher(teacher_dir)
+  fn = w2v.make_teacher_fn(w2v.Wav2Vec2ForCTC(t_config))
+
+  def fwd(p, batch):
+    out = fn(p, batch["waveform"], batch["wave_paddings"])
+    return dict(log_probs=out["log_probs"], paddings=out["paddings"])
+  return jax.jit(fwd), params, tokenizer, t_config
+
+
+def evaluate_checkpoint(config, workdir: str, which: str = "best", *,
+                        splits: list[str] | None = None, manifest: str | None = None,
+                        name: str | None = None) -> dict[str, dict]:
+  """Restores a checkpoint and evaluates config splits (or one manifest) with it.
+
+  Results (and hypotheses) go to workdir/eval/<split>_step<step>[_<decoder>]/.
+  """
+  forward, params, tokenizer, step, decoder = checkpoint_forward(config, workdir, which)
+  results = _evaluate_targets(config, forward, params, tokenizer, decoder,
+                              _targets(config, splits, manifest, name), workdir, f"step{step}")
+  for res in results.values():
+    res["step"] = step
+  return results
+
+
+def evaluate_teacher(config, teacher_dir: str, *, splits: list[str] | None = None,
+                     manifest: str | None = None, name: str | None = None,
+                     out_root: str | None = None) -> dict[str, dict]:
+  """Evaluates a converted teacher (`launch.convert_teacher` output) like a student checkpoint.
+
+  Data and decoding come from `config` (`config.data`, `config.eval`); the teacher's own
+  tokenizer decodes (its vocabulary must be the one the references are written in). Results
+  go to `out_root` (default: the teacher folder)/eval/<split>_teacher[_<decoder>]/.
+  """
+  forward, params, tokenizer, _ = teacher_forward(teacher_dir)
+  return _evaluate_targets(config, forward, params, tokenizer,
+                           make_decoder(config.eval, tokenizer),
+                           _targets(config, splits, manifest, name), out_root or teacher_dir,
+                           "teacher")
 
 
 def tune_lm_weights(config, workdir: str, which: str = "best", split: str = "dev",
@@ -168,9 +278,11 @@ def tune_lm_weights(config, workdir: str, which: str = "best", split: str = "dev
   The network runs once; each grid point only decodes. Returns the grid (alpha, beta, WER,
   CER) and the best point by WER.
   """
-  from distill_jax.train import loop, steps  # the trainer imports this module
-  model, params, tokenizer, step = loop.restore_student(config, workdir, which)
-  forward = jax.jit(steps.make_forward_step(model))
+  from distill_jax.train import loop  # the trainer imports this module
+  if config.model.head != "ctc":
+    raise ValueError(f"config.model.head={config.model.head!r}: LM weights are tuned for CTC "
+                     "students (beam_lm)")
+  forward, params, tokenizer, step, _ = checkpoint_forward(config, workdir, which)
   dataset, _ = loop.load_split(config, config.data[split], split, tokenizer)
   _, _, log_probs = decode_dataset(forward, params, dataset, tokenizer, keep_log_probs=True)
   refs = [ex.text for ex in dataset.examples]

@@ -8,7 +8,7 @@ The same loop as launch/train.py, with the distillation step (config.distill).
 
 from absl import app, flags
 
-from distill_jax.train import loop
+from distill_jax.train import loop, parallel
 from launch import common
 
 _CONFIG = common.define_config_flag()
@@ -19,6 +19,7 @@ def main(argv):
   del argv
   if not _CONFIG.value.distill.teacher:
     raise app.UsageError("set --config.distill.teacher=FOLDER (a converted teacher)")
+  parallel.initialize_distributed(_CONFIG.value.distributed)
   common.setup_logging(_WORKDIR.value)
   loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

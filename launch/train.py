@@ -2,7 +2,7 @@
 
 from absl import app, flags
 
-from distill_jax.train import loop
+from distill_jax.train import loop, parallel
 from launch import common
 
 _CONFIG = common.define_config_flag()
@@ -11,6 +11,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, logs).
 
 def main(argv):
   del argv
+  parallel.initialize_distributed(_CONFIG.value.distributed)
   common.setup_logging(_WORKDIR.value)
   loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

@@ -63,6 +63,7 @@ class Example:
   labels: np.ndarray  # [U] int32
   num_samples: int
   speaker: str = ""
+  engine: str = ""  # TTS engine of a synthetic utterance ("" for real speech)
 
 
 @dataclasses.dataclass
@@ -204,7 +205,7 @@ def prepare_dataset(
           report.skip(utt, "labels_exceed_frames",
                       f"{need} CTC frames needed, model emits {frames} for {n} samples")
           continue
-      examples.append(Example(utt.id, utt.path, norm, labels, n, utt.speaker))
+      examples.append(Example(utt.id, utt.path, norm, labels, n, utt.speaker, utt.engine))
       if audio_in_memory:
         audio[utt.id] = wav
       else:

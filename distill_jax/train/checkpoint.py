@@ -77,9 +77,21 @@ class Checkpointer:
     return step
 
   def restore(self, which: str | int, target_state: Any) -> tuple[Any, dict, int]:
-    """Restores into the structure (and shardings) of `target_state`."""
+    """Restores into the structure (and shardings) of `target_state`.
+
+    Leaves without a sharding (e.g. from `jax.eval_shape`) land on this process's first device,
+    so a checkpoint written by a multi-host run restores on one machine too.
+    """
     step = self.resolve(which)
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target_state)
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def abstract_leaf(x):
+      x = ocp.utils.to_shape_dtype_struct(x)
+      if getattr(x, "sharding", None) is None:
+        x = jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=local)
+      return x
+
+    abstract = jax.tree_util.tree_map(abstract_leaf, target_state)
     out = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), extra=ocp.args.JsonRestore()))
     return out["state"], dict(out["extra"]), step

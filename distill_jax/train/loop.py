@@ -164,8 +164,10 @@ def restore_student(config: ml_collections.ConfigDict, workdir: str, which: str 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   os.makedirs(workdir, exist_ok=True)
   cfg_t = config.train
+  main = parallel.is_main_process()  # the one process that writes files (multi-host)
   tokenizer = load_tokenizer(config)
-  tokenizer.save(workdir)
+  if main:
+    tokenizer.save(workdir)
   model = build.build_student(config.model, tokenizer.vocab_size, bos_id=tokenizer.bos_id,
                               eos_id=tokenizer.eos_id, blank_id=tokenizer.blank_id)
 
@@ -176,7 +178,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   report_sets = {s: load_split(config, config.data[s], s, tokenizer)[0]
                  for s in config.train.report_splits}
   reports = {"train": (train_report, train_ds), "dev": (dev_report, dev_ds)}
-  write_data_report(workdir, reports)
+  if main:
+    write_data_report(workdir, reports)
   for rep in (train_report, dev_report):
     log.info("%s: kept %d utterances (%.2f h); skipped %s", rep.name, rep.kept,
              rep.kept_seconds / 3600, rep.counts() or "none")
@@ -239,12 +242,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   student_params = lambda st: st.params if teacher is None else st.params["student"]
   forward = jax.jit(steps_lib.make_forward_step(model))
   state = par.put_state(state)
-  writer = metrics_lib.MetricWriter(workdir)
+  writer = metrics_lib.MetricWriter(workdir, enabled=main)
 
   def run_eval(step: int, wall: float) -> dict:
-    params = student_params(par.get_state(state))
+    params = parallel.local_copy(student_params(par.get_state(state)))
     res = evaluate_lib.evaluate(forward, params, dev_ds, tokenizer,
-                                os.path.join(workdir, "eval", f"dev_step{step}"), name="dev")
+                                os.path.join(workdir, "eval", f"dev_step{step}") if main
+                                else None, name="dev")
     writer.write(step, {"wer": res["wer"], "cer": res["cer"]}, prefix="dev/")
     for name, ds in report_sets.items():
       r = evaluate_lib.evaluate(forward, params, ds, tokenizer, name=name)
@@ -258,6 +262,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    wall_seconds=wall, num_params=num_params, distill=kd_meta), metrics)
 
   t_start = time.time() - wall_offset
+  end = min(cfg_t.num_steps, cfg_t.stop_at_step or cfg_t.num_steps)
+  if start and (start >= end or (cfg_t.max_wall_minutes
+                                 and wall_offset > 60 * cfg_t.max_wall_minutes)):
+    log.info("the run in %s already ended at step %d (%.1f min): nothing to train", workdir,
+             start, wall_offset / 60)
+    end = start
   shapes_seen: set = set()
   pending, window_audio, window_t0 = [], 0.0, time.time()
   last_dev: dict = {}
@@ -267,7 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                   disable=not config.progress, dynamic_ncols=True)
   step = start
   try:
-    for step in range(start + 1, cfg_t.num_steps + 1):
+    for step in range(start + 1, end + 1):
       batch = next(it)
       shapes_seen.add(batch["waveform"].shape)
       window_audio += float(np.sum(1.0 - batch["wave_paddings"])) / pipeline.SAMPLE_RATE
@@ -277,8 +287,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       pending.append(m)
       bar.update(1)
       wall = time.time() - t_start
-      last = step == cfg_t.num_steps or (cfg_t.max_wall_minutes and
-                                          wall > 60 * cfg_t.max_wall_minutes)
+      last = step == end or (cfg_t.max_wall_minutes and wall > 60 * cfg_t.max_wall_minutes)
       if step % cfg_t.log_every == 0 or last:
         ms = par.get_metrics(pending)
         pending = []
@@ -305,17 +314,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   finally:
     it.close()
     bar.close()
-    write_data_report(workdir, reports)  # now with the files that failed at batch time
+    if main:
+      write_data_report(workdir, reports)  # now with the files that failed at batch time
+  summary_path = os.path.join(workdir, "train_summary.json")
+  if end == start and os.path.exists(summary_path):  # an ended run: its summary stands
+    writer.close()
+    ckpt.close()
+    with open(summary_path) as f:
+      return json.load(f)
   compiled = par.compiled_programs() or len(shapes_seen)
   log.info("compiled %d train-step programs for %d batch shapes", compiled, len(shapes_seen))
   writer.close()
   ckpt.close()
-  png = metrics_lib.plot_curves(writer.jsonl_path, os.path.join(workdir, "curves.png"),
-                                title=config.get("name", ""))
-  skipped = int(jax.device_get(par.get_state(state).skipped))
+  png = (metrics_lib.plot_curves(writer.jsonl_path, os.path.join(workdir, "curves.png"),
+                                 title=config.get("name", "")) if main else None)
+  skipped = int(jax.device_get(parallel.local_copy(par.get_state(state).skipped)))
   summary = dict(step=step, num_params=num_params, train_hours=train_ds.total_seconds / 3600,
                  dev=last_dev, compiled_programs=compiled, wall_minutes=(time.time() - t_start)
                  / 60, curves=png, skipped_updates=skipped)
-  with open(os.path.join(workdir, "train_summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  if main:
+    with open(summary_path, "w") as f:
+      json.dump(summary, f, indent=2)
   return summary

@@ -10,16 +10,24 @@ import numpy as np
 
 
 class MetricWriter:
-  """Writes scalars to `workdir/tb` (TensorBoard) and appends them to `workdir/metrics.jsonl`."""
+  """Writes scalars to `workdir/tb` (TensorBoard) and appends them to `workdir/metrics.jsonl`.
 
-  def __init__(self, workdir: str):
+  `enabled=False` (the non-main processes of a multi-host run) writes nothing.
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    if not enabled:
+      return
     from tensorboardX import SummaryWriter  # imported here: heavy, and only the trainer needs it
     os.makedirs(workdir, exist_ok=True)
     self.tb = SummaryWriter(os.path.join(workdir, "tb"))
-    self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
     self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
 
   def write(self, step: int, scalars: dict, prefix: str = "") -> None:
+    if not self.enabled:
+      return
     row = {"step": int(step), "time": time.time()}
     for k, v in scalars.items():
       name = f"{prefix}{k}"
@@ -30,6 +38,8 @@ class MetricWriter:
     self._jsonl.flush()
 
   def close(self) -> None:
+    if not self.enabled:
+      return
     self.tb.close()
     self._jsonl.close()
 

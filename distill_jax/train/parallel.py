@@ -12,6 +12,12 @@ axis, state replicated), or with `jax.pmap` when asked, and owns the layouts eac
 Callers never look at those layouts: they go through `put_state` / `get_state` (one copy, for
 checkpoints and evaluation), `put_batch` and `get_metrics`. On one device both modes are the
 plain jitted step.
+
+Multi-host (`initialize_distributed`, then one process per host): the mesh spans every
+process's devices; each process feeds only its own rows of the global batch (the input pipeline
+slices them by `jax.process_index()`), which `put_batch` assembles into the global array with
+`jax.make_array_from_process_local_data`. Metrics and `local_copy` read the replica on one of
+this process's own devices, so evaluation runs on each host without collectives.
 """
 
 from __future__ import annotations
@@ -24,6 +30,39 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 MODES = ("shard_map", "pmap")
+
+
+def initialize_distributed(cfg) -> None:
+  """`jax.distributed.initialize` from `config.distributed` when `enabled` (before any JAX work).
+
+  Empty `coordinator` / `num_processes` < 1 / `process_id` < 0 let JAX detect them (TPU pod
+  slices, SLURM, Open MPI, Kubernetes); set them for other GPU clusters. On CPU hosts the
+  collectives go over gloo.
+  """
+  if not cfg.enabled:
+    return
+  kwargs = {}
+  if cfg.coordinator:
+    kwargs["coordinator_address"] = cfg.coordinator
+  if cfg.num_processes > 0:
+    kwargs["num_processes"] = int(cfg.num_processes)
+  if cfg.process_id >= 0:
+    kwargs["process_id"] = int(cfg.process_id)
+  if cfg.get("cpu_collectives"):
+    jax.config.update("jax_cpu_collectives_implementation", cfg.cpu_collectives)
+  jax.distributed.initialize(**kwargs)
+
+
+def is_main_process() -> bool:
+  """True on the process that writes logs, metrics and evaluation files (process 0)."""
+  return jax.process_index() == 0
+
+
+def local_copy(tree: Any) -> Any:
+  """A replicated tree -> the copy on this process's first device (plain single-device arrays,
+  usable by a jitted function that runs on this host alone, e.g. evaluation)."""
+  return jax.tree_util.tree_map(
+      lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -45,26 +84,40 @@ def check_batch_divides(batch: dict[str, Any], num_devices: int) -> int:
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Places the numeric fields of a host batch on the mesh, split along the batch axis.
+  """Places the numeric fields of this process's batch rows on the mesh, split along the
+  batch axis.
 
   Args:
-    batch: host arrays with a common leading size B (`ids`, if present, is dropped).
-    mesh: the 1-D data mesh of N devices.
+    batch: host arrays with a common leading size B_local (`ids`, if present, is dropped): the
+      whole batch on one process, this process's rows of it on several.
+    mesh: the 1-D data mesh of N devices (all processes' devices).
 
   Returns:
-    The fields as global [B, ...] arrays, rows B/N * i ... on device i.
+    The fields as global [B, ...] arrays (B = B_local x processes), rows B/N * i ... on
+    device i.
 
   Raises:
-    ValueError: naming B and N when N does not divide B.
+    ValueError: naming the sizes when this process's devices do not divide its rows.
   """
-  check_batch_divides(batch, mesh.size)
+  local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+  check_batch_divides(batch, len(local))
   sharding = NamedSharding(mesh, P(DATA_AXIS))
-  return {k: jax.device_put(v, sharding) for k, v in batch.items() if k != "ids"}
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items() if k != "ids"}
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-  """One copy of `tree` on every device of the mesh (global shapes unchanged)."""
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  """One copy of `tree` on every device of the mesh (global shapes unchanged).
+
+  On several processes each one passes the same values (same seed, or the same checkpoint)
+  and places its own copies.
+  """
+  sharding = NamedSharding(mesh, P())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree_util.tree_map(
+      lambda x: jax.make_array_from_process_local_data(
+          sharding, np.asarray(jax.device_get(local_copy(x)))), tree)
 
 
 class Parallel:
@@ -85,6 +138,7 @@ class Parallel:
       raise ValueError(f"the mesh must be 1-D with axis {DATA_AXIS!r}, got {mesh.axis_names}")
     self.mode, self.mesh = mode, mesh
     self.devices = list(mesh.devices.flat)
+    self._local = [d for d in self.devices if d.process_index == jax.process_index()]
     self._split = NamedSharding(mesh, P(DATA_AXIS))
     donate = (0,) if donate_state else ()
     if mode == "shard_map":
@@ -115,9 +169,9 @@ class Parallel:
     n = self.num_devices
 
     def stack(x):
-      x = np.asarray(jax.device_get(x))[None]
+      x = np.asarray(jax.device_get(local_copy(x)))[None]
       return jax.make_array_from_single_device_arrays(
-          (n,) + x.shape[1:], self._split, [jax.device_put(x, d) for d in self.devices])
+          (n,) + x.shape[1:], self._split, [jax.device_put(x, d) for d in self._local])
 
     return jax.tree_util.tree_map(stack, state)
 
@@ -137,14 +191,15 @@ class Parallel:
     """
     if self.mode == "shard_map":
       return shard_batch(batch, self.mesh)
-    b = check_batch_divides(batch, self.num_devices)
-    n = self.num_devices
-    return {k: jax.device_put(np.reshape(v, (n, b // n) + np.shape(v)[1:]), self._split)
+    n = len(self._local)
+    b = check_batch_divides(batch, n)
+    return {k: jax.make_array_from_process_local_data(
+        self._split, np.reshape(v, (n, b // n) + np.shape(v)[1:]))
             for k, v in batch.items() if k != "ids"}
 
   def get_metrics(self, metrics: Any) -> Any:
     """Metrics (any pytree of them, e.g. a list of per-step dicts) -> host numpy, one copy."""
-    host = jax.device_get(metrics)
+    host = jax.device_get(local_copy(metrics))
     if self.mode == "shard_map":
       return host
     return jax.tree_util.tree_map(lambda x: x[0], host)
