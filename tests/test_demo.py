@@ -44,6 +44,7 @@ def _hf_teacher(folder, seed=3):
 
 def test_demo_without_teacher_trains_one_student_with_lm(tiny_corpus, tmp_path):
   config = _config(tiny_corpus, tmp_path)
+  config.demo.rtf_threads = 1
   workdir = str(tmp_path / "run")
   out = demo.run(config, workdir)
   assert os.path.exists(config.eval.lm)
@@ -56,6 +57,8 @@ def test_demo_without_teacher_trains_one_student_with_lm(tiny_corpus, tmp_path):
   by_engine = student["eval"]["greedy"]["test"]["by_engine"]
   assert set(by_engine) == {"flite", "espeak-ng", "hibari"}
   assert sum(g["utterances"] for g in by_engine.values()) == 8
+  rtf = student["rtf"]  # measured by launch/rtf.py in a subprocess pinned to one CPU
+  assert rtf["cpus"] == 1 and rtf["utterances"] == 8 and rtf["rtf"] > 0 and rtf["step"] == 6
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["models"]["student"]["steps"] == 6
   with open(os.path.join(workdir, "results.md")) as f:
@@ -75,6 +78,7 @@ def chain(tiny_corpus, tmp_path_factory):
   return config, workdir, demo.run(config, workdir)
 
 
+@pytest.mark.slow  # the chain fixture trains two students and caches a teacher: ~150 s
 def test_demo_chain_converts_caches_distills_and_trains_the_control(chain):
   config, workdir, out = chain
   assert list(out["models"]) == ["teacher", "kd", "control"]
@@ -102,6 +106,7 @@ def test_demo_chain_converts_caches_distills_and_trains_the_control(chain):
   assert "test WER by engine" in table
 
 
+@pytest.mark.slow
 def test_demo_second_run_trains_nothing_and_a_new_teacher_is_refused(chain):
   config, workdir, out = chain
   again = demo.run(config, workdir)
@@ -113,6 +118,7 @@ def test_demo_second_run_trains_nothing_and_a_new_teacher_is_refused(chain):
     demo.run(other, workdir)
 
 
+@pytest.mark.slow
 def test_rtf_of_the_kd_student_runs_pinned_to_one_cpu(chain):
   config, workdir, _ = chain
   kd = demo.plan_students(config, workdir, os.path.join(workdir, "teacher"), None)["kd"][0]

@@ -69,6 +69,7 @@ def test_distill_run_trains_evaluates_and_records_the_teacher(tiny_corpus, teach
     loop.train_and_evaluate(config, workdir)
 
 
+@pytest.mark.slow  # 140 s; the step-level equivalence (test_distill_step.py) stays in CI
 def test_cached_teacher_trains_like_the_online_one(tiny_corpus, teacher_folder, tmp_path):
   config = _config(tiny_corpus, teacher_folder)
   tokenizer = loop.load_tokenizer(config)

@@ -21,6 +21,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
+@pytest.mark.slow  # 110 s (a distill run + Chromium)
 def test_page_in_headless_chromium(kd_run, tmp_path):
   sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright "
                                  "(bash install.sh --test)")

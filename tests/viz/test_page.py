@@ -65,6 +65,7 @@ def jax_log_softmax(x):
   return jnp.asarray(x - np.log(np.sum(np.exp(x), -1, keepdims=True)))
 
 
+@pytest.mark.slow  # 90 s of extra training
 def test_procrustes_mapping_without_a_kd_projection(tiny_corpus, viz_teacher_folder, tmp_path):
   workdir = str(tmp_path / "kd_nohidden")
   tiny_run.tiny_distill_run(tiny_corpus, viz_teacher_folder, workdir, gamma=0.0)
