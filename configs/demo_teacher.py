@@ -3,9 +3,11 @@ student's synthetic corpus, exported as a Hugging Face folder (no pretrained wei
 downloaded here), then converted and distilled exactly as the hub teacher would be.
 
   python -m launch.make_corpus --config=configs/demo_student.py --out=corpora/large
-  python -m launch.train --config=configs/demo_teacher.py --workdir=runs/teacher
-  python -m launch.eval --config=configs/demo_teacher.py --workdir=runs/teacher --split=test
-  python -m launch.export_teacher --config=configs/demo_teacher.py --workdir=runs/teacher \
+  python -m launch.train --config=configs/demo_teacher.py:40ms --workdir=runs/teacher40
+      # rerun the same command to continue: it resumes the last checkpoint (exact resume) and
+      # the 240-minute wall cap counts every session's training time
+  python -m launch.eval --config=configs/demo_teacher.py:40ms --workdir=runs/teacher40 --split=test
+  python -m launch.export_teacher --config=configs/demo_teacher.py:40ms --workdir=runs/teacher40 \
       --checkpoint=best --out=teachers/demo_hf
 
 `config.model.encoder='wav2vec2'` makes the loop train `models/wav2vec2.Wav2Vec2Trainee` (the

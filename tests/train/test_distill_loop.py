@@ -42,6 +42,7 @@ def _config(tiny_corpus, teacher, cache=""):
   return c
 
 
+@pytest.mark.slow  # 90 s; tests/viz trains tiny distill runs in the default suite
 def test_distill_run_trains_evaluates_and_records_the_teacher(tiny_corpus, teacher_folder,
                                                               tmp_path):
   config = _config(tiny_corpus, teacher_folder)
