@@ -25,8 +25,9 @@ Step time (python -m launch.bench_step --config=configs/demo_teacher.py --compon
 --reference=configs/demo_student.py): measured only on a CPU shared with other jobs, the train
 step ran at 0.13x the default student's audio seconds per second (2.6 vs 19.9 padded audio s/s,
 24 x 4 s and 12 x 8 s dev batches). A positional conv of kernel 32 instead of wav2vec2's 128
-made the step 1.7x faster in the same conditions. `num_steps` assumes ~4.5 s a step (0.13x the
-student's 136 audio s/s of its 54-minute run) for 120 minutes; re-measure on an idle machine.
+made the step 1.7x faster in the same conditions. The schedule (3,000 steps of 48 s, a
+cumulative 240-minute cap) assumes the '40ms' variant at ~5 s a step over several sessions;
+re-measure on an idle machine.
 """
 
 import ml_collections
