@@ -63,16 +63,24 @@ def make_decoder(eval_cfg, tokenizer: text_lib.CharTokenizer) -> UtteranceDecode
 def decode_dataset(forward: Callable, params: Any, dataset: pipeline.AsrDataset,
                    tokenizer: text_lib.CharTokenizer,
                    decoder: UtteranceDecoder | None = None,
-                   keep_log_probs: bool = False) -> tuple[dict[str, str], float, dict]:
+                   keep_log_probs: bool = False,
+                   warm_up: bool = False) -> tuple[dict[str, str], float, dict]:
   """Decodes every example.
+
+  With `warm_up`, the first batch of each padded shape runs once untimed first (XLA compiles
+  it), so the seconds exclude compilation.
 
   Returns:
     ({id: hypothesis}, seconds spent in the network and the decoder,
      {id: [T, V] float32 log-probabilities of the valid frames} if keep_log_probs else {}).
   """
   hyps, seconds, kept = {}, 0.0, {}
+  warmed = set()
   for batch in pipeline.eval_batches(dataset):
     ids = batch.pop("ids")
+    if warm_up and batch["waveform"].shape not in warmed:
+      warmed.add(batch["waveform"].shape)
+      jax.block_until_ready(forward(params, batch))
     t0 = time.perf_counter()
     out = forward(params, batch)
     if "tokens" in out:  # attention / transducer students decode inside the forward step
@@ -147,21 +155,14 @@ def real_time_factor(forward: Callable, params: Any, dataset: pipeline.AsrDatase
                      decoder: UtteranceDecoder | None = None) -> dict[str, Any]:
   """Seconds of compute per second of audio over `dataset`, compilation excluded.
 
-  One batch of each padded shape runs first, untimed (XLA compiles it), then the whole dataset
-  is decoded and timed (network + decoder, as in `evaluate`). `cpus` is how many CPUs this
+  One pass over the dataset: the first batch of each padded shape runs once untimed (XLA
+  compiles it), every batch is then decoded and timed (network + decoder, as in `evaluate`). `cpus` is how many CPUs this
   process may run on (`launch/rtf.py` pins it; the demo reports one thread).
   """
-  warmed = set()
-  for batch in pipeline.eval_batches(dataset):
-    shape = tuple(batch["waveform"].shape)
-    if shape not in warmed:
-      warmed.add(shape)
-      batch.pop("ids")
-      jax.block_until_ready(forward(params, batch))
-  _, seconds, _ = decode_dataset(forward, params, dataset, tokenizer, decoder)
+  _, seconds, _ = decode_dataset(forward, params, dataset, tokenizer, decoder, warm_up=True)
   audio = dataset.total_seconds
   return dict(rtf=seconds / max(audio, 1e-9), seconds=seconds, audio_seconds=audio,
-              utterances=len(dataset), shapes=len(warmed), cpus=len(os.sched_getaffinity(0)),
+              utterances=len(dataset), cpus=len(os.sched_getaffinity(0)),
               devices=jax.device_count(), platform=jax.default_backend())
 
 
