@@ -27,15 +27,13 @@ Two ways to run an adapted model:
   returns `layer(x) + s * (dropout(x) @ A) @ B`: the LoRA term costs
   O(tokens * r * (fan_in + fan_out)) and never forms a [fan_in, fan_out] matrix. A layer (any
   Flax module: Dense, Conv, a custom one) whose own params include an `NF4Tensor` is run on its
-  params dequantized inside `jax.checkpoint`, so the float kernel exists only while that layer
-  runs and is recomputed from the 4-bit codes for the backward pass instead of being kept as a
-  residual. Dropout draws from the module's 'dropout' RNG stream (pass `rngs={'dropout': key}`),
-  per element, as PEFT does. An adapter that no layer used is an error (e.g. a pattern that hit
-  a conv kernel, or layers under `nn.scan`, whose kernels are stacked: not supported).
-  Known weakness: XLA decides when the dequantized kernels are computed and freed. On XLA:CPU a
-  24-layer QLoRA training step (launch/bench_adapters.py) keeps about two float copies of the
-  kernels in its temporaries; XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false
-  frees them one layer at a time in a forward-only chain of layers, not in that training step.
+  params dequantized for that call only: a custom VJP keeps the 4-bit codes and the layer's
+  inputs as residuals and dequantizes again in the backward pass, each dequantization made
+  data-dependent on the layer's input (forward) or incoming cotangent (backward), so the float
+  kernel exists only while that layer runs (`_quantized_call`). Dropout draws from the
+  module's 'dropout' RNG stream (pass `rngs={'dropout': key}`), per element, as PEFT does. An
+  adapter that no layer used is an error (e.g. a pattern that hit a conv kernel, or layers
+  under `nn.scan`, whose kernels are stacked: not supported).
 * `apply_lora(base, adapters)` returns effective params with W_eff = dequant(W) + s A B
   materialized for every adapted layer, for a plain `model.apply`. Simple, but every layer's
   float kernel (and, under `jax.grad`, a full-size gradient per layer) is live at once, which
@@ -234,26 +232,72 @@ def _own_params(module: nn.Module) -> dict:
   return dict(module.variables.get("params", {}))
 
 
+def _opaque_zero(tree: Any) -> jax.Array:
+  """A float32 scalar that is exactly 0.0 but depends on the first float element of `tree`:
+  where(isfinite(v), 0 * v, 0) (0 * v alone is NaN for an infinite v). XLA does not fold it."""
+  floats = [x for x in jax.tree.leaves(tree)
+            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact) and x.size]
+  if not floats:
+    return jnp.zeros((), jnp.float32)
+  v = jnp.ravel(floats[0])[0].astype(jnp.float32)
+  return jnp.where(jnp.isfinite(v), 0.0 * v, 0.0)
+
+
 def _quantized_call(module: nn.Module, method: str, args: tuple, kwargs: dict, params: dict,
                     bypass: list) -> Any:
-  """`module.<method>(*args, **kwargs)` on its params dequantized, rematerialized for backward."""
+  """`module.<method>(*args, **kwargs)` on its params dequantized, one layer at a time.
+
+  A custom VJP keeps only the 4-bit params and the layer's inputs as residuals and dequantizes
+  again in the backward pass, and each dequantization is made data-dependent on what the layer
+  waits for (its inputs forward, the incoming cotangent backward) by adding an exact zero that
+  XLA cannot prove constant (`_opaque_zero`). Without that XLA:CPU hoists every dequantization
+  to the start of the program (it depends on params alone), merges the forward and backward
+  copies and holds every layer's float kernel at once; `optimization_barrier`s do not prevent
+  it (XLA:CPU removes them before scheduling). `NF4Tensor` leaves are constants: their
+  cotangent is zero (the quantized base is frozen); float params of the layer (e.g. a bias) and
+  array inputs get exact gradients.
+  """
   detached = module.clone(parent=None)
   leaves, treedef = jax.tree.flatten((args, kwargs))
   is_array = [isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves]
   arrays = [leaf for leaf, a in zip(leaves, is_array) if a]
+  quantized = {k: v for k, v in params.items() if is_nf4(v)}
+  floats = {k: v for k, v in params.items() if not is_nf4(v)}
 
-  def run(params, arrays):
+  def run(quantized, floats, arrays, zero):
     it = iter(arrays)
     call_args, call_kwargs = jax.tree.unflatten(
         treedef, [next(it) if a else leaf for leaf, a in zip(leaves, is_array)])
+    # The zero enters the 4-bit codes, so that no step of the dequantization (the code-table
+    # lookup is a kernel-sized temporary too) can be hoisted.
+    kernels = dequantize_params(jax.tree.map(
+        lambda q: q.replace(packed=q.packed + zero.astype(q.packed.dtype)), quantized,
+        is_leaf=is_nf4))
     bypass[0] = True  # the detached layer's own calls must not be intercepted again
     try:
-      return detached.apply({"params": dequantize_params(params)}, *call_args, method=method,
+      return detached.apply({"params": {**floats, **kernels}}, *call_args, method=method,
                             **call_kwargs)
     finally:
       bypass[0] = False
 
-  return jax.checkpoint(run)(params, arrays)
+  @jax.custom_vjp
+  def call(quantized, floats, arrays):
+    return run(quantized, floats, arrays, _opaque_zero(arrays))
+
+  def call_fwd(quantized, floats, arrays):
+    return call(quantized, floats, arrays), (quantized, floats, arrays)
+
+  def call_bwd(residuals, cotangent):
+    quantized, floats, arrays = residuals
+    zero = _opaque_zero(cotangent)
+    _, vjp = jax.vjp(lambda f, a: run(quantized, f, a, zero), floats, arrays)
+    zeros = jax.tree.map(
+        lambda v: (jnp.zeros_like(v) if jnp.issubdtype(v.dtype, jnp.inexact)
+                   else np.zeros(v.shape, jax.dtypes.float0)), quantized)
+    return (zeros, *vjp(cotangent))
+
+  call.defvjp(call_fwd, call_bwd)
+  return call(quantized, floats, arrays)
 
 
 @contextlib.contextmanager
