@@ -15,7 +15,8 @@ ATOL = 1e-4
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("quantized", [False, True], ids=["lora", "qlora"])
+@pytest.mark.parametrize("quantized", [pytest.param(False, marks=pytest.mark.slow), True],
+                         ids=["lora", "qlora"])  # QLoRA (default run) = LoRA + NF4
 def test_exported_merged_teacher_matches_flax(tiny_teacher, perturb, tmp_path, quantized):
   torch = pytest.importorskip("torch", reason="needs torch (requirements-reference.txt)")
   transformers = pytest.importorskip("transformers", reason="needs transformers")

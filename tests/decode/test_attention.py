@@ -109,7 +109,7 @@ def _teacher_forced(dec, params, memory, paddings, inputs):
                                       train=False), -1)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+@pytest.mark.parametrize("kind", ["lstm", pytest.param("transformer", marks=pytest.mark.slow)])
 def test_beam_scores_are_the_decoders_own_log_probs_and_beat_greedy(kind):
   vocab, d, t, rows, length = 8, 16, 7, 3, 6
   rng = np.random.default_rng(0)
