@@ -79,6 +79,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # > 0: stop at this step (checkpoint + eval) with the schedule still that of num_steps (the
   # demo's control student stops where the KD student did).
   c.train.stop_at_step = 0
+  # A run folder whose latest weights start this run (fresh optimizer state and schedule: a
+  # second training phase, or fine-tuning); its model config must equal this one.
+  c.train.init_from = ""
   c.train.lr = 2e-3
   c.train.final_lr_ratio = 0.02
   c.train.warmup_steps = 300
@@ -116,6 +119,33 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.distill.layer_k = 1
   c.distill.layer_pairs = ()  # ((student_layer, teacher_layer), ...) for 'explicit'
   c.distill.hidden_loss = "l1_cos"  # | 'nmse'
+  # Adapters of an adapted teacher (launch/adapt.py's WORKDIR/adapters), merged into its
+  # weights when it is loaded; "" = the teacher as converted.
+  c.distill.teacher_adapter = ""
+
+  # Post-training adaptation (launch/adapt.py, distill_jax/adapt.py).
+  c.adapt = ml_collections.ConfigDict()
+  c.adapt.target = "teacher"  # 'teacher' (config.distill.teacher) | 'student'
+  c.adapt.mode = "lora"  # 'lora' | 'qlora' (NF4 base) | 'full' (every parameter)
+  c.adapt.student_workdir = ""  # target 'student': the CTC student run to personalize
+  c.adapt.train = ""  # manifest of the new domain (or of the voice)
+  c.adapt.eval = ml_collections.ConfigDict()  # {name: manifest}: WER before and after
+  c.adapt.max_train_seconds = 300.0  # target 'student': at most 5 minutes of the voice
+  c.adapt.num_steps = 200
+  c.adapt.lr = 1e-3
+  c.adapt.final_lr_ratio = 0.1
+  c.adapt.warmup_steps = 20
+  c.adapt.weight_decay = 0.0
+  c.adapt.b1 = 0.9
+  c.adapt.b2 = 0.999
+  c.adapt.grad_clip = 1.0
+  c.adapt.rank = 8
+  c.adapt.alpha = 16.0
+  c.adapt.dropout = 0.05
+  c.adapt.targets = (r".*attention/(q|k|v|out)_proj/kernel",
+                     r".*feed_forward/(intermediate|output)_dense/kernel")
+  c.adapt.quantize = (r".*kernel",)  # 'qlora': base params stored as NF4
+  c.adapt.seed = 0
 
   # The main job (launch/demo.py, distill_jax/demo.py): teacher -> KD student + control.
   c.demo = ml_collections.ConfigDict()

@@ -40,6 +40,7 @@ def get_config(arg=None):
   c.train.lr = 2e-3
   c.train.eval_every = 800
   c.train.checkpoint_every = 400
+  c.train.keep_every = 0  # (configs/demo.py keeps snapshots for the latent page)
   c.train.report_splits = ("test",)
   c.eval.lm = "corpora/large/lm3.arpa"
   # launch.tune_lm on dev (runs/student90, 2026-12-01): alpha 0.5, beta 1.0 gave dev WER 16.8%.

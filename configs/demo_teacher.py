@@ -50,7 +50,7 @@ def get_config(arg=None):
       hidden_act="gelu",
       feat_extract_norm="layer", do_stable_layer_norm=True, feat_extract_activation="gelu",
       # 20 ms frames as wav2vec2 (5 * 4 * 4 * 4 = 320 samples), four convs instead of seven.
-      conv_dim=(64, 128, 256, 256), conv_stride=(5, 4, 4, 4), conv_kernel=(10, 8, 4, 4),
+      conv_dim=(32, 128, 256, 256), conv_stride=(5, 4, 4, 4), conv_kernel=(10, 8, 4, 4),
       conv_bias=True,
       num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=16,
       # Like the student at this budget: no dropout (it underfits, configs/demo_student.py).
@@ -61,18 +61,18 @@ def get_config(arg=None):
       do_normalize=True, use_attention_mask=True))
   if arg == "40ms":
     c.name = "demo_teacher_40ms"
-    c.model.wav2vec2.update(dict(conv_dim=(64, 128, 256, 256, 256), conv_stride=(5, 4, 4, 4, 2),
+    c.model.wav2vec2.update(dict(conv_dim=(32, 128, 256, 256, 256), conv_stride=(5, 4, 4, 4, 2),
                                  conv_kernel=(10, 8, 4, 4, 2)))
   # Trained across sessions (each resumes the last checkpoint; the wall cap is cumulative):
   # half the student's batch for twice the updates in a budget where the teacher sees the
   # corpus about once; frequent checkpoints so that a stopped session loses little.
   c.data.batch_seconds = 48.0
   c.train.lr = 1.5e-3
-  c.train.warmup_steps = 300
-  c.train.num_steps = 3000
-  c.train.max_wall_minutes = 240.0
-  c.train.eval_every = 250
-  c.train.checkpoint_every = 50
+  c.train.warmup_steps = 250
+  c.train.num_steps = 2200
+  c.train.max_wall_minutes = 130.0
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 100
   c.train.keep_every = 500
   c.eval.splits = ("test", "real_english")
   return c

@@ -60,14 +60,17 @@ def bucket_spec(config: ml_collections.ConfigDict) -> pipeline.BucketSpec:
 
 def load_split(config: ml_collections.ConfigDict, manifest_path: str, name: str,
                tokenizer: text_lib.CharTokenizer, max_utterances: int = 0,
-               progress: bool = True) -> tuple[pipeline.AsrDataset, pipeline.DataReport]:
+               progress: bool = True, output_frames=None
+               ) -> tuple[pipeline.AsrDataset, pipeline.DataReport]:
+  """A manifest as a bucketed dataset; `output_frames(num_samples)` (default: the configured
+  model's) decides which transcripts are too long for the model's frames."""
   utts = manifest_lib.read_manifest(manifest_path)
   if max_utterances:
     utts = utts[:max_utterances]
   d = config.data
   return pipeline.prepare_dataset(
       utts, tokenizer, bucket_spec(config), name=name,
-      min_output_frames=functools.partial(build.output_frames, config.model),
+      min_output_frames=output_frames or functools.partial(build.output_frames, config.model),
       progress=progress, min_seconds=d.min_seconds, max_seconds=d.max_seconds,
       audio_in_memory={"auto": None, "yes": True, "no": False}[d.audio_in_memory],
       text_options=dict(language=d.language))
@@ -101,10 +104,14 @@ def _get(cfg: ml_collections.ConfigDict, dotted: str):
   return cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else cfg
 
 
+def as_json(v: Any) -> Any:
+  """v as JSON gives it back (tuples were stored as lists), for comparing configs."""
+  return json.loads(json.dumps(v))
+
+
 def check_resume_config(config: ml_collections.ConfigDict, saved: dict) -> None:
   """Raises naming the config entries that differ from the checkpoint's run."""
   old = ml_collections.ConfigDict(saved)
-  as_json = lambda v: json.loads(json.dumps(v))  # tuples were stored as lists
   diffs = [k for k in RESUME_KEYS if as_json(_get(config, k)) != as_json(_get(old, k))]
   if diffs:
     raise ValueError(f"the checkpoint in this workdir was made with a different {diffs}; "
@@ -124,6 +131,39 @@ def check_resume_teacher(current: dict | None, saved: dict | None) -> None:
                       f"{m['teacher_fingerprint'][:12]}...)" if m else "no teacher")
     raise ValueError(f"the checkpoint in this workdir was trained with {what(saved)}, this run "
                      f"has {what(current)}; use a new --workdir or the original teacher")
+
+
+def warm_start_params(config: ml_collections.ConfigDict, source: str, params: Any) -> Any:
+  """The student params of run `source`'s latest checkpoint, for `config.train.init_from`.
+
+  The source's model config must be this run's (the params tree and shapes are then equal);
+  a difference is an error naming the config keys. Only a run's first start reads it: a
+  resumed run continues from its own checkpoint.
+  """
+  old = saved_config(source)
+  new_model, old_model = as_json(config.model.to_dict()), as_json(old.model.to_dict())
+  if new_model != old_model:
+    diffs = sorted(k for k in set(new_model) | set(old_model)
+                   if new_model.get(k) != old_model.get(k))
+    raise ValueError(f"config.train.init_from={source!r}: its model config differs in "
+                     f"model.{{{', '.join(diffs)}}}")
+  _, loaded, _, step = restore_student(old, source, "latest")
+  if jax.tree.structure(loaded) != jax.tree.structure(params) or any(
+      a.shape != b.shape for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params))):
+    raise ValueError(f"config.train.init_from={source!r}: its params do not fit this model")
+  log.info("warm start from %s (step %d): fresh optimizer state and schedule", source, step)
+  return loaded
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run saved with its latest checkpoint."""
+  ckpt = ckpt_lib.Checkpointer(workdir, read_only=True)
+  try:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"no checkpoints in {ckpt.directory}: not a training run folder")
+    return ml_collections.ConfigDict(ckpt.restore_extra("latest")["config"])
+  finally:
+    ckpt.close()
 
 
 def restore_student(config: ml_collections.ConfigDict, workdir: str, which: str | int = "latest",
@@ -189,6 +229,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   log.info("train batch shapes (batch, samples, labels): %s", train_ds.batch_shapes())
 
   params = init_params(model, train_ds, config.seed)
+  if cfg_t.init_from:  # a warm start: another run's weights, a fresh optimizer and schedule
+    params = warm_start_params(config, cfg_t.init_from, params)
   num_params = state_lib.count_params(params)
   log.info("student parameters: %s", f"{num_params:,}")
   teacher, spec, kd_meta = None, None, None

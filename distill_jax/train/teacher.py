@@ -17,6 +17,7 @@ from typing import Any
 import ml_collections
 
 from distill_jax import text as text_lib
+from distill_jax.adapters import export as adapter_export
 from distill_jax.convert import hf_wav2vec2
 from distill_jax.data import teacher_cache
 from distill_jax.losses import distill as kd
@@ -86,6 +87,8 @@ def load_teacher(config: ml_collections.ConfigDict,
     t_config, params, t_tok, _ = hf_wav2vec2.load_teacher(path)
   else:
     t_config, params, t_tok = hf_wav2vec2.load_hf_folder(path)
+  if config.distill.teacher_adapter:  # an adapted teacher (launch/adapt.py)
+    params = adapter_export.merge_saved_adapters(params, config.distill.teacher_adapter)
   try:
     kd.check_vocab_match(tokenizer.vocab, t_tok.vocab)
   except ValueError as e:
