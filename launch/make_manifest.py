@@ -13,6 +13,11 @@
   python -m launch.make_manifest --out=corpora/fleurs_de_test.jsonl \
       --fleurs_dir=/data/fleurs/de_de --split=test
   python -m launch.make_manifest --out=corpora/mine.jsonl --list=my_list.tsv
+
+  # A slice (START:STOP in reading order), e.g. one voice's clips for personalization and the
+  # rest for its evaluation:
+  python -m launch.make_manifest --out=corpora/lj_adapt.jsonl --range=0:16 \
+      --folder=../shared/data/speech/ljspeech_coqui_tts
 """
 
 from absl import app, flags
@@ -33,6 +38,8 @@ _FLEURS = flags.DEFINE_multi_string("fleurs_dir", None, "FLEURS language folder 
 _SPLIT = flags.DEFINE_string("split", "train", "--fleurs_dir split: train | validation | test.")
 _LIST = flags.DEFINE_multi_string("list", None, "JSONL or TSV list of path, text[, speaker].")
 _OUT = flags.DEFINE_string("out", None, "Output JSONL manifest (without --config).")
+_RANGE = flags.DEFINE_string("range", None, "START:STOP: keep these utterances (reading order; "
+                             "either side may be empty).")
 
 
 def main(argv):
@@ -53,6 +60,14 @@ def main(argv):
   if not utts:
     raise app.UsageError("nothing to read: pass --folder, --librispeech_dir, --fleurs_dir or "
                          "--list (or --config)")
+  if _RANGE.value:
+    try:
+      start, stop = (int(v) if v else None for v in _RANGE.value.split(":"))
+    except ValueError:
+      raise app.UsageError(f"--range={_RANGE.value!r}: give START:STOP, e.g. 0:16") from None
+    utts = utts[start:stop]
+    if not utts:
+      raise app.UsageError(f"--range={_RANGE.value} keeps no utterance")
   write_manifest(_OUT.value, utts)
   hours = sum(u.duration for u in utts) / 3600
   print(f"{_OUT.value}: {len(utts)} utterances, {60 * hours:.1f} minutes")
