@@ -5,7 +5,10 @@
 Reads the run's config from its latest checkpoint (--config overrides it), runs the teacher and
 every kept student checkpoint (keep snapshots with --config.train.keep_every=K or keep_steps
 when distilling), and writes the page plus OUT_vectors.tsv / OUT_metadata.tsv for TensorBoard's
-embedding projector. See distill_jax/viz/.
+embedding projector. With --screenshots=DIR it then opens the page offline in headless
+Chromium (distill_jax/viz/browser.py) and saves it at the last and the first checkpoint, with
+the load and render times; a console error or a network request from the page is an error.
+See distill_jax/viz/.
 """
 
 import json
@@ -15,6 +18,7 @@ import time
 
 from absl import app, flags
 
+from distill_jax.viz import browser
 from distill_jax.viz import data as data_lib
 from distill_jax.viz import page
 from launch import common
@@ -32,6 +36,8 @@ _T_LAYER = flags.DEFINE_integer("teacher_layer", None, "Teacher layer (default: 
                                 "pair's, else the last).")
 _S_LAYER = flags.DEFINE_integer("student_layer", None, "Student layer (same default).")
 _OUT = flags.DEFINE_string("out", "latent.html", "Output HTML file.")
+_SHOTS = flags.DEFINE_string("screenshots", None, "Folder for PNG screenshots of the page in "
+                             "headless Chromium (last and first checkpoint).")
 
 
 def main(argv):
@@ -47,6 +53,14 @@ def main(argv):
   info["projector"] = page.write_projector_tsv(d, prefix)
   info.update(checkpoints=len(d.steps), steps=d.steps, utterances=len(d.utterances),
               seconds=round(time.time() - t0, 1), megabytes=round(info["bytes"] / 2 ** 20, 3))
+  if _SHOTS.value:
+    shots = browser.screenshots(_OUT.value, _SHOTS.value,
+                                prefix=os.path.splitext(os.path.basename(_OUT.value))[0])
+    if shots["console_errors"] or shots["external_requests"]:
+      raise RuntimeError(f"{_OUT.value} in Chromium: console errors {shots['console_errors']}, "
+                         f"requests {shots['external_requests']}")
+    info.update(load_s=round(shots["load_s"], 2), render_ms=round(shots["render_ms"]),
+                screenshots=shots["files"])
   logging.info("wrote %s", info["path"])
   print(json.dumps(info, indent=1))
 

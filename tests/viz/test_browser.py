@@ -9,50 +9,28 @@ package (bash install.sh --test installs both); it never downloads a browser.
 """
 
 import os
-import time
 
 import pytest
 
+from distill_jax.viz import browser
 from distill_jax.viz import data as data_lib
 from distill_jax.viz import page
-
-CHROMIUM = os.environ.get("DISTILL_JAX_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.mark.slow  # 110 s (a distill run + Chromium)
 def test_page_in_headless_chromium(kd_run, tmp_path):
-  sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright "
-                                 "(bash install.sh --test)")
-  if not os.path.exists(CHROMIUM):
-    pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (bash install.sh --test)")
+  pytest.importorskip("playwright.sync_api", reason="pip install playwright "
+                      "(bash install.sh --test)")
+  if not os.path.exists(browser.CHROMIUM):
+    pytest.fail(f"{browser.CHROMIUM} is missing: apt-get install chromium (bash install.sh "
+                "--test)")
   d = data_lib.compute_page_data(kd_run, split="test", utterances=2, fit_utterances=8)
   out = str(tmp_path / "latent.html")
   info = page.write_page(d, out)
-  url = "file://" + os.path.abspath(out)
   shots = tmp_path / "screenshots"
   shots.mkdir()
-  requests, blocked, console_errors = [], [], []
-  with sync_api.sync_playwright() as pw:
-    browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-    ctx = browser.new_context(viewport={"width": 1300, "height": 1000})
-    def route(r):
-      if r.request.url == url:
-        r.continue_()
-      else:
-        blocked.append(r.request.url)
-        r.abort()
-    ctx.route("**/*", route)
-    pg = ctx.new_page()
-    pg.on("request", lambda r: requests.append(r.url))
-    pg.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda e: console_errors.append(str(e)))
-    t0 = time.time()
-    pg.goto(url, wait_until="load")
-    pg.wait_for_function("window.LATENT && window.LATENT.state.renders > 0")
-    load_s = time.time() - t0
-    render_ms = pg.evaluate("window.LATENT.renderMs")
+  with browser.offline_page(out) as (pg, log):
+    timing = browser.load(pg, log["url"])
     pg.screenshot(path=str(shots / "initial.png"), full_page=True)
 
     before = pg.evaluate("({t: LATENT.state.time, x: LATENT.state.playheadX, "
@@ -83,9 +61,24 @@ def test_page_in_headless_chromium(kd_run, tmp_path):
     assert len(meta) - 1 == len(tsv["vectors"].strip().split("\n"))
     pg.locator("#utt").select_option("1")
     assert pg.evaluate("LATENT.state.utt") == 1 and pg.evaluate("LATENT.state.time") == 0
-    browser.close()
-  print(f"\npage {info['bytes'] / 2 ** 20:.3f} MB, load {load_s:.2f} s, script {render_ms:.0f} "
-        f"ms; screenshots in {shots}")
-  assert console_errors == [], console_errors
-  assert blocked == [] and [r for r in requests if not r.startswith("data:")] == [url], requests
+  print(f"\npage {info['bytes'] / 2 ** 20:.3f} MB, load {timing['load_s']:.2f} s, script "
+        f"{timing['render_ms']:.0f} ms; screenshots in {shots}")
+  assert log["console_errors"] == [], log["console_errors"]
+  assert log["blocked"] == [] and browser.external_requests(log) == [], log["requests"]
+  assert log["requests"][0] == log["url"]
   assert len(os.listdir(shots)) == 3
+
+
+@pytest.mark.slow
+def test_screenshots_of_first_and_last_checkpoint(kd_run, tmp_path):
+  pytest.importorskip("playwright.sync_api")
+  d = data_lib.compute_page_data(kd_run, split="test", utterances=1, fit_utterances=4)
+  out = str(tmp_path / "latent.html")
+  page.write_page(d, out)
+  info = browser.screenshots(out, str(tmp_path / "shots"))
+  assert info["console_errors"] == [] and info["external_requests"] == []
+  assert info["load_s"] > 0 and info["render_ms"] > 0
+  sizes = {k: os.path.getsize(f) for k, f in info["files"].items()}
+  assert all(v > 10_000 for v in sizes.values()), sizes
+  with open(info["files"]["last"], "rb") as a, open(info["files"]["first"], "rb") as b:
+    assert a.read() != b.read()  # the slider moved: the student's path is another one
