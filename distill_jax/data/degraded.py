@@ -54,14 +54,13 @@ def degrade_manifest(src: str, out_dir: str, cfg: degrade_lib.DegradeConfig, see
   out, drawn = [], {}
   for u in it:
     path = os.path.join(out_dir, "audio", f"{u.id}.wav")
-    x = None
-    if not os.path.exists(path):
-      x = audio_io.load_audio(u.path)
-      y, p = degrade_lib.degrade(x, cfg, utterance_seed(seed, u.id))
+    if os.path.exists(path):
+      frames = sf.info(path).frames
+    else:
+      y, p = degrade_lib.degrade(audio_io.load_audio(u.path), cfg, utterance_seed(seed, u.id))
       sf.write(path + ".tmp.wav", y, audio_io.DEFAULT_SAMPLE_RATE, subtype="PCM_16")
       os.replace(path + ".tmp.wav", path)
-      drawn[u.id] = p
-    frames = sf.info(path).frames
+      frames, drawn[u.id] = y.shape[0], p
     out.append(dataclasses.replace(u, path=path,
                                    duration=frames / audio_io.DEFAULT_SAMPLE_RATE))
   manifest_path = os.path.join(out_dir, f"{name}.jsonl")

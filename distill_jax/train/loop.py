@@ -155,15 +155,20 @@ def warm_start_params(config: ml_collections.ConfigDict, source: str, params: An
   return loaded
 
 
-def saved_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run saved with its latest checkpoint."""
+def saved_extra(workdir: str) -> dict[str, Any]:
+  """What a run saved beside its latest checkpoint's arrays (config, data position, teacher)."""
   ckpt = ckpt_lib.Checkpointer(workdir, read_only=True)
   try:
     if ckpt.latest_step() is None:
       raise FileNotFoundError(f"no checkpoints in {ckpt.directory}: not a training run folder")
-    return ml_collections.ConfigDict(ckpt.restore_extra("latest")["config"])
+    return ckpt.restore_extra("latest")
   finally:
     ckpt.close()
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run saved with its latest checkpoint."""
+  return ml_collections.ConfigDict(saved_extra(workdir)["config"])
 
 
 def restore_student(config: ml_collections.ConfigDict, workdir: str, which: str | int = "latest",

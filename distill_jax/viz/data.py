@@ -87,14 +87,7 @@ class PageData:
 def run_config(workdir: str, config: ml_collections.ConfigDict | None = None
                ) -> ml_collections.ConfigDict:
   """The run's config (as saved in its latest checkpoint) unless one is given."""
-  ckpt = ckpt_lib.Checkpointer(workdir, read_only=True)
-  try:
-    if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"no checkpoints in {ckpt.directory}: --workdir must be a run "
-                              "folder of launch.distill")
-    saved = ckpt.restore_extra("latest")
-  finally:
-    ckpt.close()
+  saved = loop.saved_extra(workdir)
   if config is None:
     config = ml_collections.ConfigDict(saved["config"])
   if not loop.is_distillation(config) or not saved.get("distill"):
