@@ -212,28 +212,24 @@ def results_table(r: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  t0 = time.time()
-  os.makedirs(workdir, exist_ok=True)
-  corpus = prepare_data(config)
-  prepare_lm(config)
-  splits, decoders = _splits(config), _decoders(config)
-  models: dict[str, dict] = {}
+def teacher_row(config: ml_collections.ConfigDict, teacher_dir: str) -> dict:
+  """The teacher's results row: parameters and WER/CER on every split with every decoder."""
+  with open(os.path.join(teacher_dir, hf_wav2vec2.TEACHER_META)) as f:
+    num_params = json.load(f)["num_params"]
+  return dict(num_params=num_params, path=teacher_dir, eval={
+      dec: evaluate.evaluate_teacher(cfg, teacher_dir, splits=_splits(config))
+      for dec, cfg in _decoders(config).items()})
 
-  teacher_dir = cache_dir = None
-  if config.demo.teacher_hf:
-    teacher_dir = prepare_teacher(config, workdir)
-    if config.demo.teacher_cache:
-      cache_dir = prepare_teacher_cache(config, teacher_dir, workdir)
-    with open(os.path.join(teacher_dir, hf_wav2vec2.TEACHER_META)) as f:
-      num_params = json.load(f)["num_params"]
-    models["teacher"] = dict(num_params=num_params, path=teacher_dir, eval={
-        dec: evaluate.evaluate_teacher(cfg, teacher_dir, splits=splits)
-        for dec, cfg in decoders.items()})
 
-  stop_at = 0
+def train_students(config: ml_collections.ConfigDict, workdir: str, teacher_dir: str | None,
+                   cache_dir: str | None) -> dict[str, dict]:
+  """Trains and evaluates `plan_students`' models in order; {name: results row}.
+
+  The control stops at the KD student's last step, whatever stopped that one (its wall cap).
+  """
+  models, stop_at = {}, 0
   for name, (cfg, run_dir) in plan_students(config, workdir, teacher_dir, cache_dir).items():
-    if name == "control" and stop_at:  # the KD student's steps, whatever stopped it
+    if name == "control" and stop_at:
       cfg = _with(cfg, {"train.stop_at_step": stop_at, "train.max_wall_minutes": 0.0})
     log.info("training %s in %s", name, run_dir)
     summary = loop.train_and_evaluate(cfg, run_dir)
@@ -241,9 +237,36 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     models[name] = dict(num_params=summary["num_params"], steps=summary["step"],
                         train_minutes=summary["wall_minutes"],
                         audio_sec_per_sec=_median_throughput(run_dir), path=run_dir, eval={
-                            dec: evaluate.evaluate_checkpoint(c, run_dir, "best", splits=splits)
+                            dec: evaluate.evaluate_checkpoint(c, run_dir, "best",
+                                                              splits=_splits(cfg))
                             for dec, c in _decoders(cfg).items()})
     models[name]["rtf"] = measure_rtf(cfg, os.path.join(run_dir, "rtf.json"), workdir=run_dir)
+  return models
+
+
+def kd_over_control(models: dict[str, dict], kd: str = "kd", control: str = "control"):
+  """The KD student's greedy test WER over the control's, or None without both."""
+  try:
+    kd_wer = models[kd]["eval"]["greedy"]["test"]["wer"]
+    return kd_wer / max(models[control]["eval"]["greedy"]["test"]["wer"], 1e-9)
+  except KeyError:
+    return None
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  t0 = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  corpus = prepare_data(config)
+  prepare_lm(config)
+  models: dict[str, dict] = {}
+
+  teacher_dir = cache_dir = None
+  if config.demo.teacher_hf:
+    teacher_dir = prepare_teacher(config, workdir)
+    if config.demo.teacher_cache:
+      cache_dir = prepare_teacher_cache(config, teacher_dir, workdir)
+    models["teacher"] = teacher_row(config, teacher_dir)
+  models.update(train_students(config, workdir, teacher_dir, cache_dir))
   if teacher_dir:
     models["teacher"]["rtf"] = measure_rtf(config, os.path.join(workdir, "teacher_rtf.json"),
                                            teacher_dir=teacher_dir)
@@ -251,10 +274,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   out = dict(name=config.name, corpus_train_hours=corpus["splits"]["train"]["hours"],
              rtf_threads=int(config.demo.rtf_threads), models=models,
              wall_minutes=(time.time() - t0) / 60)
-  if "kd" in models and "control" in models and "test" in splits:
-    kd_wer = models["kd"]["eval"]["greedy"]["test"]["wer"]
-    out["kd_over_control"] = kd_wer / max(models["control"]["eval"]["greedy"]["test"]["wer"],
-                                          1e-9)
+  ratio = kd_over_control(models)
+  if ratio is not None:
+    out["kd_over_control"] = ratio
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(out, f, indent=2)
   table = results_table(out)
