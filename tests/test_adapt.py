@@ -20,6 +20,7 @@ from distill_jax.convert import hf_wav2vec2
 from distill_jax.data import manifest
 from distill_jax.models import wav2vec2 as w2v
 from distill_jax.train import loop
+from distill_jax.train import state as state_lib
 from distill_jax.train import teacher as teacher_lib
 from tests.train import tiny_config
 
@@ -134,3 +135,22 @@ def test_bad_adapt_configs_are_named(tiny_corpus, teacher_hf, tmp_path):
   c.adapt.train = ""
   with pytest.raises(ValueError, match="config.adapt.train is empty"):
     adapt.run(c, str(tmp_path / "c"))
+
+
+def test_the_demo_teacher_adaptation_trains_at_most_two_percent():
+  """configs/adapt_teacher.py on the committed demo teacher (issue 7: <= 2% of its params)."""
+  from configs import adapt_teacher  # pylint: disable=import-outside-toplevel
+  config = adapt_teacher.get_config("lora")
+  if not os.path.isdir(config.distill.teacher):
+    pytest.skip(f"{config.distill.teacher} is not in this checkout")
+  model, params, _, _, _ = adapt.load_base(config)
+  wav = jnp.zeros((1, 16000), jnp.float32)
+  adapters = lora.init_lora(params, list(config.adapt.targets), rank=config.adapt.rank,
+                            alpha=config.adapt.alpha, rng=jax.random.key(0),
+                            layouts=lora.dense_layouts(model, wav, wav, train=False))
+  counts = lora.count_lora_params(adapters, params)
+  fraction = counts.trainable / state_lib.count_params(params)
+  assert 0.01 < fraction <= 0.02, fraction
+  # q, k, v, out and both feed-forward kernels of each of the 7 layers + the feature projection
+  kernels = jax.tree.leaves(adapters, is_leaf=lambda x: isinstance(x, lora.LoRAWeights))
+  assert len(kernels) == 7 * 6 + 1 and {k.rank for k in kernels} == {config.adapt.rank}
