@@ -14,7 +14,7 @@ split (how much each mode forgets). Distill from the adapted teacher with
 
 from configs import demo
 
-LR = {"lora": 1e-3, "qlora": 1e-3, "full": 1e-4}  # full fine-tuning moves every weight
+LR = {"lora": 3e-3, "qlora": 3e-3, "full": 3e-4}  # full fine-tuning moves every weight
 
 
 def get_config(arg=None):

@@ -20,7 +20,9 @@ def get_config(arg=None):
   c.name = f"personalize_lj_{mode}"
   c.adapt.update(dict(
       target="student", mode=mode, student_workdir="runs/student90",
-      train="corpora/lj_adapt.jsonl", num_steps=60, warmup_steps=6, lr=1e-3,
+      # 150 steps at 3e-3 fit the 16 clips (final loss 0.004); 60 steps at 1e-3 gave half the
+      # gain and forgot less (LJ 91.8% -> 87.1%, synthetic test 54.0% -> 57.3%).
+      train="corpora/lj_adapt.jsonl", num_steps=150, warmup_steps=10, lr=3e-3,
       targets=(r".*attention/(query|key|value|out)/kernel", r".*ff[12]/(in|out)/kernel"),
       quantize=(r".*(attention|ff[12])/.*/kernel",)))
   c.adapt.eval = dict(lj_eval="corpora/lj_eval.jsonl", test="corpora/large/test.jsonl")
