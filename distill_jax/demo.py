@@ -277,10 +277,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ratio = kd_over_control(models)
   if ratio is not None:
     out["kd_over_control"] = ratio
+  write_results(out, results_table(out), workdir)
+  return out
+
+
+def write_results(out: dict, table: str, workdir: str) -> None:
+  """WORKDIR/results.json (`out`) and WORKDIR/results.md (`table` under out['name']); prints
+  the table."""
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(out, f, indent=2)
-  table = results_table(out)
   with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(f"# {config.name}\n\n{table}")
+    f.write(f"# {out['name']}\n\n{table}")
   print(table)
-  return out

@@ -20,7 +20,6 @@ Every stage resumes or reuses finished work, as the main job does.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -94,12 +93,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   out = dict(name=config.name, corpus_train_hours=corpus["splits"]["train"]["hours"],
              rtf_threads=int(base.demo.rtf_threads), models=models, kd_over_control=ratios,
              wall_minutes=(time.time() - t0) / 60)
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(out, f, indent=2)
-  table = results_table(out)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(f"# {config.name}\n\n{table}")
-  print(table)
+  demo.write_results(out, results_table(out), workdir)
   return out
 
 
