@@ -27,19 +27,13 @@ import time
 import ml_collections
 
 from distill_jax import demo
+from distill_jax.train import loop
 
 log = logging.getLogger(__name__)
 
 # What the shared teacher cache and corpus depend on: every family must agree on these.
 SHARED_KEYS = ("data.corpus_dir", "data.train", "data.test", "demo.teacher_hf",
                "distill.layer_mapping", "distill.layer_k", "distill.gamma")
-
-
-def _get(config: ml_collections.ConfigDict, dotted: str):
-  node = config
-  for key in dotted.split("."):
-    node = node[key]
-  return node
 
 
 def ordered_families(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
@@ -59,7 +53,7 @@ def check_shared(families: dict[str, ml_collections.ConfigDict]) -> None:
   first, *rest = families.items()
   for name, cfg in rest:
     for key in SHARED_KEYS:
-      want, got = _get(first[1], key), _get(cfg, key)
+      want, got = loop.config_value(first[1], key), loop.config_value(cfg, key)
       if want != got:
         raise ValueError(f"config.families.{name}.{key}={got!r} differs from "
                          f"config.families.{first[0]}.{key}={want!r}: the families share one "

@@ -98,7 +98,8 @@ def init_params(model, dataset: pipeline.AsrDataset, seed: int) -> Any:
       {"params": jax.random.key(seed)}, wav, jnp.zeros_like(wav))["params"]
 
 
-def _get(cfg: ml_collections.ConfigDict, dotted: str):
+def config_value(cfg: ml_collections.ConfigDict, dotted: str):
+  """The value at a dotted key ('data.train'), nested ConfigDicts as plain dicts."""
   for part in dotted.split("."):
     cfg = cfg[part]
   return cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else cfg
@@ -112,7 +113,8 @@ def as_json(v: Any) -> Any:
 def check_resume_config(config: ml_collections.ConfigDict, saved: dict) -> None:
   """Raises naming the config entries that differ from the checkpoint's run."""
   old = ml_collections.ConfigDict(saved)
-  diffs = [k for k in RESUME_KEYS if as_json(_get(config, k)) != as_json(_get(old, k))]
+  diffs = [k for k in RESUME_KEYS
+           if as_json(config_value(config, k)) != as_json(config_value(old, k))]
   if diffs:
     raise ValueError(f"the checkpoint in this workdir was made with a different {diffs}; "
                      "use a new --workdir or the original config")
