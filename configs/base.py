@@ -61,6 +61,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # Vocal tract length perturbation: per-utterance spectral warp, a cheap stand-in for voices.
   c.model.vtlp_enabled = False
   c.model.vtlp = ml_collections.ConfigDict(dict(min_warp=0.85, max_warp=1.15))
+  # Speed perturbation of the waveform (audio/speed.py), per utterance in the jitted step: the
+  # wav2vec2 model's voice augmentation (VTLP needs the log-mel front end).
+  c.model.speed_perturb_enabled = False
+  c.model.speed_perturb = ml_collections.ConfigDict(dict(min_factor=0.9, max_factor=1.1))
   c.model.conformer = ml_collections.ConfigDict(dict(
       model_dim=144, num_layers=8, num_heads=4, ff_mult=4, conv_kernel=15, subsampling=4,
       subsampling_channels=64, dropout_rate=0.1, positions="rotary", causal=False,
@@ -130,6 +134,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.adapt.student_workdir = ""  # target 'student': the CTC student run to personalize
   c.adapt.train = ""  # manifest of the new domain (or of the voice)
   c.adapt.eval = ml_collections.ConfigDict()  # {name: manifest}: WER before and after
+  c.adapt.decoders = ("greedy",)  # each evaluates every c.adapt.eval set (config.eval's LM)
   c.adapt.max_train_seconds = 300.0  # target 'student': at most 5 minutes of the voice
   c.adapt.num_steps = 200
   c.adapt.lr = 1e-3

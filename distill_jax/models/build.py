@@ -52,7 +52,16 @@ def build_wav2vec2(cfg: ml_collections.ConfigDict, vocab_size: int) -> w2v.Wav2V
   if cfg.vtlp_enabled:
     raise ValueError("config.model.vtlp_enabled=True: VTLP warps the log-mel front end, which "
                      "the wav2vec2 model does not use (it reads the waveform); set it False")
-  return w2v.Wav2Vec2Trainee(wav2vec2_config(cfg, vocab_size), time_masking=cfg.specaug_enabled)
+  speed = None
+  # .get: runs saved before the key existed (their saved configs lack it) trained without it.
+  if cfg.get("speed_perturb_enabled", False):
+    lo, hi = cfg.speed_perturb.min_factor, cfg.speed_perturb.max_factor
+    if not 0.0 < lo <= hi:
+      raise ValueError(f"config.model.speed_perturb: needs 0 < min_factor <= max_factor, got "
+                       f"{lo}, {hi}")
+    speed = (float(lo), float(hi))
+  return w2v.Wav2Vec2Trainee(wav2vec2_config(cfg, vocab_size), time_masking=cfg.specaug_enabled,
+                             speed=speed)
 
 
 def build_student(cfg: ml_collections.ConfigDict, vocab_size: int, *, bos_id: int = 1,
@@ -67,6 +76,11 @@ def build_student(cfg: ml_collections.ConfigDict, vocab_size: int, *, bos_id: in
     return build_wav2vec2(cfg, vocab_size)
   if cfg.head not in HEADS:
     raise ValueError(f"config.model.head={cfg.head!r} is not one of {HEADS}")
+  if cfg.get("speed_perturb_enabled", False):  # absent from runs saved before it existed
+    raise ValueError("config.model.speed_perturb_enabled=True: speed perturbation is the "
+                     "wav2vec2 model's augmentation (it changes the frame count, which the "
+                     "teacher cache's frames must match); a log-mel student uses VTLP "
+                     "(config.model.vtlp_enabled)")
   specaug = SpecAugment(**cfg.specaug.to_dict()) if cfg.specaug_enabled else None
   vtlp = Vtlp(**cfg.vtlp.to_dict()) if cfg.vtlp_enabled else None
   common = dict(encoder=build_encoder(cfg), vocab_size=vocab_size,

@@ -55,6 +55,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distill_jax.audio import speed as speed_lib
+
 Array = jax.Array
 Dtype = Any
 
@@ -663,16 +665,23 @@ class Wav2Vec2Trainee(nn.Module):
     config: architecture (transformers `Wav2Vec2Config` fields).
     dtype: compute dtype.
     time_masking: SpecAugment time masks in training (`mask_time_prob`; RNG 'specaug').
+    speed: (min, max) speed-perturbation factors drawn per utterance in training (RNG
+      'augment', audio/speed.py: a new voice and rate for a waveform model); None: off.
   """
   config: Wav2Vec2Config
   dtype: Dtype = jnp.float32
   time_masking: bool = False
+  speed: tuple[float, float] | None = None
 
   def setup(self):
     self.ctc = Wav2Vec2ForCTC(self.config, self.dtype, self.time_masking)
     nn.share_scope(self, self.ctc)
 
   def __call__(self, waveform: Array, wave_paddings: Array, *, train: bool) -> dict[str, Array]:
+    if train and self.speed is not None:
+      factors = speed_lib.random_factors(self.make_rng("augment"), waveform.shape[0],
+                                         *self.speed)
+      waveform, wave_paddings = speed_lib.speed_perturb(waveform, wave_paddings, factors)
     x = (normalize_waveform(waveform, wave_paddings) if self.config.do_normalize
          else jnp.asarray(waveform, jnp.float32))
     out = self.ctc(x, wave_paddings, deterministic=not train)

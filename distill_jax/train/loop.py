@@ -105,6 +105,11 @@ def config_value(cfg: ml_collections.ConfigDict, dotted: str):
   return cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else cfg
 
 
+# config.model keys that change training only (no parameter): a warm start may change them.
+WARM_START_FREE = ("specaug_enabled", "specaug", "vtlp_enabled", "vtlp", "speed_perturb_enabled",
+                   "speed_perturb")
+
+
 def as_json(v: Any) -> Any:
   """v as JSON gives it back (tuples were stored as lists), for comparing configs."""
   return json.loads(json.dumps(v))
@@ -138,15 +143,16 @@ def check_resume_teacher(current: dict | None, saved: dict | None) -> None:
 def warm_start_params(config: ml_collections.ConfigDict, source: str, params: Any) -> Any:
   """The student params of run `source`'s latest checkpoint, for `config.train.init_from`.
 
-  The source's model config must be this run's (the params tree and shapes are then equal);
+  The source's model config must be this run's (the params tree and shapes are then equal)
+  except for the training-time augmentations (`WARM_START_FREE`: a later phase may add them);
   a difference is an error naming the config keys. Only a run's first start reads it: a
   resumed run continues from its own checkpoint.
   """
   old = saved_config(source)
   new_model, old_model = as_json(config.model.to_dict()), as_json(old.model.to_dict())
-  if new_model != old_model:
-    diffs = sorted(k for k in set(new_model) | set(old_model)
-                   if new_model.get(k) != old_model.get(k))
+  diffs = sorted(k for k in set(new_model) | set(old_model)
+                 if new_model.get(k) != old_model.get(k) and k not in WARM_START_FREE)
+  if diffs:
     raise ValueError(f"config.train.init_from={source!r}: its model config differs in "
                      f"model.{{{', '.join(diffs)}}}")
   _, loaded, _, step = restore_student(old, source, "latest")

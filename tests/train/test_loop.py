@@ -108,3 +108,19 @@ def test_resume_with_a_different_model_is_refused(tiny_corpus, uninterrupted, tm
   shutil.copytree(uninterrupted, workdir)
   proc = _run(_train_cmd(tiny_corpus, workdir, "--config.seed=7"))
   assert proc.returncode != 0 and "different ['seed']" in proc.stderr
+
+
+def test_warm_start_takes_the_weights_and_names_a_model_difference(tiny_corpus, uninterrupted):
+  saved = loop.saved_config(uninterrupted)
+  _, params, _, _ = loop.restore_student(saved, uninterrupted, "latest")
+  config = _config(tiny_corpus)
+  # Training-only augmentations may change between phases (loop.WARM_START_FREE).
+  config.model.specaug_enabled = not config.model.specaug_enabled
+  config.model.vtlp_enabled = not config.model.vtlp_enabled
+  zeros = jax.tree.map(np.zeros_like, params)
+  loaded = loop.warm_start_params(config, uninterrupted, zeros)
+  for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)
+  config.model.head_dropout = 0.3
+  with pytest.raises(ValueError, match=r"differs in model\.\{head_dropout\}"):
+    loop.warm_start_params(config, uninterrupted, zeros)
