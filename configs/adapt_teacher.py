@@ -61,4 +61,7 @@ def get_config(arg=None):
                       targets=tuple(c.adapt.targets)
                       + (r".*feature_projection/projection/kernel",)))
   c.adapt.eval = d["eval"]
+  # Greedy and beam search with the demo's 3-gram LM (config.eval.lm, from the training
+  # transcripts: no test sentence), as the teacher is reported in the main job.
+  c.adapt.decoders = ("greedy", "beam_lm")
   return c

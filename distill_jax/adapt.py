@@ -16,8 +16,9 @@
 3. `config.adapt.num_steps` AdamW steps (warmup + cosine, `config.adapt.lr`, the gradient
    clipped) on `config.adapt.train`, batches from the input pipeline as in training; a
    non-finite loss or gradient skips the update and is counted.
-4. Before and after: WER/CER (greedy) on every `config.adapt.eval` manifest (the new domain
-   and the original one: how much each mode forgets). "Before" is the mode's starting model
+4. Before and after: WER/CER on every `config.adapt.eval` manifest (the new domain and the
+   original one: how much each mode forgets), with every decoder of `config.adapt.decoders`
+   ('greedy', 'beam', 'beam_lm' with `config.eval`'s beam size and n-gram LM). "Before" is the mode's starting model
    (for 'qlora' the NF4 base, which differs slightly from the float one).
 5. WORKDIR/adapters: the adapters alone (Orbax, `adapters/checkpoint.py`, tied to a fingerprint
    of their base; none for 'full'), and WORKDIR/results.{json,md}.
@@ -148,20 +149,39 @@ def make_forward(model, mode: str, base: Any):
   return jax.jit(fwd)
 
 
+def eval_names(config) -> list[tuple[str, str, str]]:
+  """(result key, eval set name, decoder) for every `config.adapt.eval` set and every decoder
+  of `config.adapt.decoders`; the key is the set's name for 'greedy', NAME_DECODER otherwise."""
+  decoders = tuple(config.adapt.decoders)
+  bad = [d for d in decoders if d not in evaluate_lib.DECODERS]
+  if bad or not decoders:
+    raise ValueError(f"config.adapt.decoders={decoders}: give one or more of "
+                     f"{evaluate_lib.DECODERS}")
+  return [(name if d == "greedy" else f"{name}_{d}", name, d)
+          for d in decoders for name in config.adapt.eval]
+
+
 def _evaluate_all(config, fwd, trainable, tokenizer, frames, workdir, tag) -> dict:
-  out = {}
-  for name, manifest in config.adapt.eval.items():
-    ds = _load(config, manifest, name, tokenizer, frames)
-    res = evaluate_lib.evaluate(fwd, trainable, ds, tokenizer,
-                                os.path.join(workdir, "eval", f"{name}_{tag}"), name=name)
-    out[name] = {k: res[k] for k in ("wer", "cer", "utterances", "audio_hours")}
-    log.info("%s %s: WER %.2f%%  CER %.2f%%", tag, name, 100 * res["wer"], 100 * res["cer"])
+  out, datasets, decoders = {}, {}, {}
+  for key, name, kind in eval_names(config):
+    if name not in datasets:
+      datasets[name] = _load(config, config.adapt.eval[name], name, tokenizer, frames)
+    if kind not in decoders:
+      eval_cfg = config.eval.copy_and_resolve_references()
+      eval_cfg.decoder = kind
+      decoders[kind] = evaluate_lib.make_decoder(eval_cfg, tokenizer)
+    res = evaluate_lib.evaluate(fwd, trainable, datasets[name], tokenizer,
+                                os.path.join(workdir, "eval", f"{key}_{tag}"), name=key,
+                                decoder=decoders[kind])
+    out[key] = {k: res[k] for k in ("wer", "cer", "utterances", "audio_hours")}
+    log.info("%s %s: WER %.2f%%  CER %.2f%%", tag, key, 100 * res["wer"], 100 * res["cer"])
   return out
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   cfg = config.adapt
   _check(cfg)
+  eval_names(config)  # a wrong decoder name fails before any training
   os.makedirs(workdir, exist_ok=True)
   t0 = time.time()
   model, params, tokenizer, frames, what = load_base(config)

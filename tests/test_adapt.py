@@ -59,7 +59,7 @@ def _config(tiny_corpus, teacher, mode, steps=4):
   return c
 
 
-# The default run keeps one adaptation (QLoRA, merged at load below); every mode runs with -m slow.
+# The default run keeps one adaptation (LoRA, merged at load below); every mode runs with -m slow.
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["lora", "qlora", "full"])
 def test_each_mode_trains_and_reports_before_and_after(tiny_corpus, teacher_hf, tmp_path, mode):
@@ -78,11 +78,18 @@ def test_each_mode_trains_and_reports_before_and_after(tiny_corpus, teacher_hf, 
   assert os.path.exists(tmp_path / mode / "results.md")
 
 
-@pytest.mark.parametrize("mode", [pytest.param("lora", marks=pytest.mark.slow), "qlora"])
+# LoRA in the default run (QLoRA's NF4 step and export are covered in tests/adapters/, and its
+# compile makes this test 3x slower); both with -m slow.
+@pytest.mark.parametrize("mode", ["lora", pytest.param("qlora", marks=pytest.mark.slow)])
 def test_adapted_teacher_loads_with_its_adapters_merged(tiny_corpus, teacher_hf, tmp_path, mode):
   config = _config(tiny_corpus, teacher_hf, mode, steps=3)
+  config.adapt.decoders = ("greedy", "beam")
   out = adapt.run(config, str(tmp_path / "run"))
   assert out["skipped_updates"] == 0 and out["last_loss"] < out["first_loss"]
+  # Every eval set with every decoder, before and after, in the results and the table.
+  assert set(out["before"]) == set(out["after"]) == {"target", "target_beam"}
+  assert out["before"]["target_beam"]["utterances"] == 8
+  assert "target_beam WER before -> after" in open(tmp_path / "run" / "results.md").read()
   tokenizer = loop.load_tokenizer(config)
   plain = teacher_lib.load_teacher(config, tokenizer)
   config.distill.teacher_adapter = out["adapters"]
@@ -131,6 +138,10 @@ def test_bad_adapt_configs_are_named(tiny_corpus, teacher_hf, tmp_path):
   c.adapt.target = "student"
   with pytest.raises(ValueError, match="student_workdir"):
     adapt.run(c, str(tmp_path / "b"))
+  c = _config(tiny_corpus, teacher_hf, "lora")
+  c.adapt.decoders = ("greedy", "viterbi")
+  with pytest.raises(ValueError, match=r"config.adapt.decoders=\('greedy', 'viterbi'\)"):
+    adapt.run(c, str(tmp_path / "d"))
   c = _config(tiny_corpus, teacher_hf, "lora")
   c.adapt.train = ""
   with pytest.raises(ValueError, match="config.adapt.train is empty"):
