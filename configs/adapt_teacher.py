@@ -35,7 +35,7 @@ from configs import demo
 
 LR = {"lora": 2e-3, "qlora": 2e-3, "full": 2e-4}  # full fine-tuning moves every weight
 DOMAINS = {
-    "voice": dict(train="corpora/awb/adapt.jsonl", num_steps=100, warmup_steps=10,
+    "voice": dict(train="corpora/awb/adapt.jsonl", num_steps=200, warmup_steps=20,
                   eval=dict(awb_test="corpora/demo/test_awb.jsonl",
                             other_voices_test="corpora/demo/test_other.jsonl")),
     "noisy": dict(train="corpora/demo_noisy/train.jsonl", num_steps=150, warmup_steps=15,

@@ -10,6 +10,17 @@ downloaded here), then converted and distilled exactly as the hub teacher would 
   python -m launch.export_teacher --config=configs/demo_teacher.py:40ms --workdir=runs/teacher40 \
       --checkpoint=best --out=teachers/demo_hf
 
+Later phases warm-start from the previous run's weights (`train.init_from`: fresh optimizer and
+schedule); phase 3 adds speed perturbation and time masking (README, "The demo teacher"):
+
+  python -m launch.train --config=configs/demo_teacher.py:40ms --workdir=runs/teacher40b \
+      --config.train.init_from=runs/teacher40 --config.train.num_steps=800 \
+      --config.train.lr=1e-3 --config.train.warmup_steps=50
+  python -m launch.train --config=configs/demo_teacher.py:40ms --workdir=runs/teacher40c \
+      --config.train.init_from=runs/teacher40b --config.model.speed_perturb_enabled=True \
+      --config.model.specaug_enabled=True --config.train.num_steps=1500 \
+      --config.train.lr=1e-3 --config.train.warmup_steps=100 --config.train.eval_every=500
+
 `config.model.encoder='wav2vec2'` makes the loop train `models/wav2vec2.Wav2Vec2Trainee` (the
 transformers `Wav2Vec2ForCTC` computation, same params tree) instead of a log-mel student;
 `config.model.wav2vec2` holds transformers `Wav2Vec2Config` fields (the vocabulary size comes
