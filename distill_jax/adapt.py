@@ -18,8 +18,8 @@
    non-finite loss or gradient skips the update and is counted.
 4. Before and after: WER/CER on every `config.adapt.eval` manifest (the new domain and the
    original one: how much each mode forgets), with every decoder of `config.adapt.decoders`
-   ('greedy', 'beam', 'beam_lm' with `config.eval`'s beam size and n-gram LM). "Before" is the mode's starting model
-   (for 'qlora' the NF4 base, which differs slightly from the float one).
+   ('greedy', 'beam', 'beam_lm' with `config.eval`'s beam size and n-gram LM). "Before" is the
+   mode's starting model (for 'qlora' the NF4 base, which differs slightly from the float one).
 5. WORKDIR/adapters: the adapters alone (Orbax, `adapters/checkpoint.py`, tied to a fingerprint
    of their base; none for 'full'), and WORKDIR/results.{json,md}.
 

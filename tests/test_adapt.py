@@ -63,11 +63,17 @@ def _config(tiny_corpus, teacher, mode, steps=4):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["lora", "qlora", "full"])
 def test_each_mode_trains_and_reports_before_and_after(tiny_corpus, teacher_hf, tmp_path, mode):
-  out = adapt.run(_config(tiny_corpus, teacher_hf, mode), str(tmp_path / mode))
+  config = _config(tiny_corpus, teacher_hf, mode)
+  config.adapt.decoders = ("greedy", "beam")
+  out = adapt.run(config, str(tmp_path / mode))
   assert out["mode"] == mode and out["steps"] == 4 and out["skipped_updates"] == 0
   assert np.isfinite(out["first_loss"]) and out["last_loss"] < out["first_loss"]
+  # Every eval set with every decoder, before and after, in the results and the table.
+  assert set(out["before"]) == set(out["after"]) == {"target", "target_beam"}
   for tag in ("before", "after"):
-    assert out[tag]["target"]["utterances"] == 8 and 0 <= out[tag]["target"]["cer"]
+    for key in ("target", "target_beam"):
+      assert out[tag][key]["utterances"] == 8 and 0 <= out[tag][key]["cer"]
+  assert "target_beam WER before -> after" in open(tmp_path / mode / "results.md").read()
   if mode == "full":
     assert out["trainable_fraction"] == 1.0 and out["adapters"] is None
   else:
@@ -83,13 +89,8 @@ def test_each_mode_trains_and_reports_before_and_after(tiny_corpus, teacher_hf, 
 @pytest.mark.parametrize("mode", ["lora", pytest.param("qlora", marks=pytest.mark.slow)])
 def test_adapted_teacher_loads_with_its_adapters_merged(tiny_corpus, teacher_hf, tmp_path, mode):
   config = _config(tiny_corpus, teacher_hf, mode, steps=3)
-  config.adapt.decoders = ("greedy", "beam")
   out = adapt.run(config, str(tmp_path / "run"))
   assert out["skipped_updates"] == 0 and out["last_loss"] < out["first_loss"]
-  # Every eval set with every decoder, before and after, in the results and the table.
-  assert set(out["before"]) == set(out["after"]) == {"target", "target_beam"}
-  assert out["before"]["target_beam"]["utterances"] == 8
-  assert "target_beam WER before -> after" in open(tmp_path / "run" / "results.md").read()
   tokenizer = loop.load_tokenizer(config)
   plain = teacher_lib.load_teacher(config, tokenizer)
   config.distill.teacher_adapter = out["adapters"]
