@@ -161,8 +161,10 @@ def eval_names(config) -> list[tuple[str, str, str]]:
           for d in decoders for name in config.adapt.eval]
 
 
-def _evaluate_all(config, fwd, trainable, tokenizer, frames, workdir, tag) -> dict:
-  out, datasets, decoders = {}, {}, {}
+def eval_sets(config, tokenizer, frames) -> list[tuple[str, pipeline.AsrDataset, Any]]:
+  """(result key, dataset, utterance decoder or None for greedy) per `eval_names` entry; each
+  manifest is read and each decoder (the LM for 'beam_lm') built once, for before and after."""
+  datasets, decoders, out = {}, {}, []
   for key, name, kind in eval_names(config):
     if name not in datasets:
       datasets[name] = _load(config, config.adapt.eval[name], name, tokenizer, frames)
@@ -170,9 +172,16 @@ def _evaluate_all(config, fwd, trainable, tokenizer, frames, workdir, tag) -> di
       eval_cfg = config.eval.copy_and_resolve_references()
       eval_cfg.decoder = kind
       decoders[kind] = evaluate_lib.make_decoder(eval_cfg, tokenizer)
-    res = evaluate_lib.evaluate(fwd, trainable, datasets[name], tokenizer,
+    out.append((key, datasets[name], decoders[kind]))
+  return out
+
+
+def _evaluate_all(sets, fwd, trainable, tokenizer, workdir, tag) -> dict:
+  out = {}
+  for key, dataset, decoder in sets:
+    res = evaluate_lib.evaluate(fwd, trainable, dataset, tokenizer,
                                 os.path.join(workdir, "eval", f"{key}_{tag}"), name=key,
-                                decoder=decoders[kind])
+                                decoder=decoder)
     out[key] = {k: res[k] for k in ("wer", "cer", "utterances", "audio_hours")}
     log.info("%s %s: WER %.2f%%  CER %.2f%%", tag, key, 100 * res["wer"], 100 * res["cer"])
   return out
@@ -205,7 +214,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   log.info("adapting %s (%s params) with %s: %s trainable (%.2f%%) on %.1f s of audio", what,
            f"{num_params:,}", cfg.mode, f"{trained:,}", 100 * trained / num_params, seconds)
   fwd = make_forward(model, cfg.mode, base)
-  before = _evaluate_all(config, fwd, trainable, tokenizer, frames, workdir, "before")
+  sets = eval_sets(config, tokenizer, frames)
+  before = _evaluate_all(sets, fwd, trainable, tokenizer, workdir, "before")
 
   tx = state_lib.make_optimizer(cfg)
   opt_state = tx.init(trainable)
@@ -225,7 +235,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   finally:
     batches.close()
   train_minutes = (time.time() - t_train) / 60
-  after = _evaluate_all(config, fwd, trainable, tokenizer, frames, workdir, "after")
+  after = _evaluate_all(sets, fwd, trainable, tokenizer, workdir, "after")
 
   adapter_path = None
   if cfg.mode != "full":
