@@ -17,6 +17,7 @@ import pytest
 
 from configs import demo, demo_teacher
 from distill_jax import evaluate
+from distill_jax import text as text_lib
 from distill_jax.audio import io as audio_io
 from distill_jax.convert import hf_wav2vec2
 from distill_jax.data import manifest as manifest_lib
@@ -172,6 +173,41 @@ def test_speed_perturbation_trains_on_resampled_audio():
   cfg.speed_perturb.min_factor = 0.0
   with pytest.raises(ValueError, match="min_factor <= max_factor"):
     build.build_student(cfg, 32)
+
+
+def test_warm_start_from_a_hugging_face_folder_takes_its_weights(tmp_path):
+  # `train.init_from=FOLDER` fine-tunes an exported teacher (or a downloaded hub checkpoint).
+  config = tiny_config.get_config("unused")
+  config.model = _model_config()
+  tokenizer = text_lib.CharTokenizer()
+  cfg = build.wav2vec2_config(config.model, tokenizer.vocab_size)
+  weights = w2v.init_params(cfg, seed=5)
+  folder = hf_wav2vec2.export_hf_folder(cfg, weights, tokenizer, str(tmp_path / "hf"))
+  zeros = jax.tree.map(np.zeros_like, weights)
+  loaded = loop.warm_start_params(config, folder, zeros, tokenizer)
+  assert jax.tree.structure(loaded) == jax.tree.structure(weights)
+  for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(weights)):
+    np.testing.assert_array_equal(a, b)
+  # Regularization and masking may differ (loop.HF_WARM_START_FREE); the architecture may not.
+  config.model.wav2vec2.hidden_dropout = 0.1
+  config.model.wav2vec2.mask_time_prob = 0.2
+  loop.warm_start_params(config, folder, zeros, tokenizer)
+  config.model.wav2vec2.hidden_act = "relu"
+  with pytest.raises(ValueError, match=r"differs from config.model.wav2vec2 in hidden_act "
+                                       r"\('gelu' there, 'relu' here\)"):
+    loop.warm_start_params(config, folder, zeros, tokenizer)
+  config.model.wav2vec2.hidden_act = "gelu"
+  other = text_lib.CharTokenizer({**tokenizer.vocab, "@": tokenizer.vocab_size})
+  with pytest.raises(ValueError, match="vocab.json .* is not this run's vocabulary"):
+    loop.warm_start_params(config, folder, zeros, other)
+  with pytest.raises(ValueError, match=r"first \['lm_head'\]\['bias'\]: \(32,\) there, "
+                                       r"\(33,\) here"):
+    bigger = jax.tree.map(np.zeros_like, w2v.init_params(
+        build.wav2vec2_config(config.model, 33)))
+    loop.check_params_fit(folder, weights, bigger)
+  student = tiny_config.get_config("unused")
+  with pytest.raises(ValueError, match="only a wav2vec2 model"):
+    loop.warm_start_params(student, folder, zeros, tokenizer)
 
 
 # --- the loop, evaluation, export, KD -------------------------------------------------------------
