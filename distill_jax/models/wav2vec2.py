@@ -448,60 +448,8 @@ class _WeightNormConvParams(nn.Module):
     return weight_g, weight_v, bias
 
 
-def attention_head_block() -> int:
-  """Heads per block of the inference attention (`attend`): 4 on CPU, 0 (all at once) elsewhere.
-
-  On XLA:CPU one einsum over all heads materializes the [B, H, T, T] scores (41 MB at 4 x 400
-  frames and 16 heads) and streams them through memory several times (mask, softmax, PV);
-  blocks of 4 heads keep them in cache (2.3x faster at that shape, measured against torch's
-  fused SDPA in launch/bench_teacher.py). GPUs and TPUs fuse the single einsum themselves.
-  """
-  return 4 if jax.default_backend() == "cpu" else 0
-
-
-def attend(q: Array, k: Array, v: Array, key_valid: Array | None, head_block: int = 0) -> Array:
-  """Softmax attention of pre-scaled queries.
-
-  Args:
-    q, k, v: [B, T, H, Dh] (q already multiplied by Dh ** -0.5).
-    key_valid: [B, T] bool (False = padded key) or None.
-    head_block: 0: one einsum over every head; n > 0: a loop over blocks of n (batch, head)
-      pairs (`jax.lax.map`), the same arithmetic with the scores of n heads alive at a time.
-      Meant for inference; the loop's gradient is a scan, slow on XLA:CPU.
-
-  Returns:
-    [B, T, H, Dh] in v's dtype; scores and softmax in float32.
-  """
-  neg = jnp.finfo(jnp.float32).min
-
-  def heads(qq, kk, vv, valid):  # [..., T, Dh] x3, valid [..., T] or None -> [..., T, Dh]
-    scores = jnp.einsum("...qd,...kd->...qk", qq, kk, preferred_element_type=jnp.float32)
-    if valid is not None:
-      scores = jnp.where(valid[..., None, :], scores, neg)
-    probs = jax.nn.softmax(scores, axis=-1)
-    return jnp.einsum("...qk,...kd->...qd", probs.astype(vv.dtype), vv)
-
-  b, t, h, hd = q.shape
-  qt, kt, vt = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))  # [B, H, T, Dh]
-  if not head_block:
-    out = heads(qt, kt, vt, None if key_valid is None else key_valid[:, None])
-  else:
-    flat = [a.reshape(b * h, t, hd) for a in (qt, kt, vt)]
-    if key_valid is None:
-      out = jax.lax.map(lambda a: heads(*a, None), tuple(flat), batch_size=head_block)
-    else:
-      valid = jnp.repeat(key_valid, h, axis=0)  # row b * H + i: utterance b's keys
-      out = jax.lax.map(lambda a: heads(*a), (*flat, valid), batch_size=head_block)
-    out = out.reshape(b, h, t, hd)
-  return jnp.swapaxes(out, 1, 2)
-
-
 class Attention(nn.Module):
-  """Multi-head self-attention; params `{q,k,v,out}_proj` {kernel [D, D], bias [D]}.
-
-  Inference (`deterministic`) runs `attend` in blocks of `attention_head_block()` heads;
-  training runs one einsum over all heads (its gradient is cheaper; attention dropout).
-  """
+  """Multi-head self-attention; params `{q,k,v,out}_proj` {kernel [D, D], bias [D]}."""
   config: Wav2Vec2Config
   dtype: Dtype = jnp.float32
 
@@ -517,17 +465,14 @@ class Attention(nn.Module):
     k = dense(name="k_proj")(x).reshape(b, t, h, hd)
     v = dense(name="v_proj")(x).reshape(b, t, h, hd)
     q = q * jnp.asarray(hd ** -0.5, self.dtype)
-    if deterministic or cfg.attention_dropout == 0:
-      block = attention_head_block() if deterministic else 0
-      out = attend(q, k, v, key_valid, block)
-    else:  # attention dropout: the probabilities are needed as one array
-      scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-      if key_valid is not None:
-        scores = jnp.where(key_valid[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
-      probs = nn.Dropout(cfg.attention_dropout)(jax.nn.softmax(scores, axis=-1),
-                                                deterministic=False)
-      out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
-    return dense(name="out_proj")(out.reshape(b, t, d))
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    if key_valid is not None:
+      scores = jnp.where(key_valid[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    if not deterministic and cfg.attention_dropout > 0:
+      probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=False)
+    out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v).reshape(b, t, d)
+    return dense(name="out_proj")(out)
 
 
 class FeedForward(nn.Module):

@@ -186,25 +186,6 @@ def test_layer_family_batch_equals_single_utterances():
                                atol=1e-5)
 
 
-@pytest.mark.parametrize("masked", [True, False])
-def test_blocked_attention_equals_one_einsum(masked):
-  # Inference attention runs in blocks of (batch, head) pairs on CPU; 5 = a ragged last block.
-  rng = np.random.RandomState(0)
-  q, k, v = (jnp.asarray(rng.randn(3, 20, 4, 8), jnp.float32) for _ in range(3))
-  valid = (jnp.arange(20)[None] < jnp.asarray([20, 13, 7])[:, None]) if masked else None
-  ref = w2v.attend(q, k, v, valid, head_block=0)
-  for block in (1, 4, 5, 12):
-    np.testing.assert_allclose(w2v.attend(q, k, v, valid, head_block=block), ref, atol=1e-6)
-  if masked:  # a padded key gets no weight: changing it changes nothing
-    k2 = k.at[2, 7:].set(100.0)
-    np.testing.assert_allclose(w2v.attend(q, k2, v, valid, head_block=4)[2], ref[2], atol=1e-6)
-  scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-  if masked:
-    scores = jnp.where(valid[:, None, None, :], scores, -jnp.inf)
-  expect = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), v)
-  np.testing.assert_allclose(ref, expect, atol=1e-6)
-
-
 def test_bfloat16_compute_keeps_float32_logits():
   cfg = tiny_config("layer")
   params = w2v.init_params(cfg, 2)
