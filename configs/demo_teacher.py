@@ -21,6 +21,16 @@ schedule); phase 3 adds speed perturbation and time masking (README, "The demo t
       --config.model.specaug_enabled=True --config.train.num_steps=1500 \
       --config.train.lr=1e-3 --config.train.warmup_steps=100 --config.train.eval_every=500
 
+`train.init_from` also takes a Hugging Face folder (`loop.hf_warm_start_params`: its config.json
+must be `config.model.wav2vec2` up to dropout and masking, its vocab.json the run's), so a
+phase can start from the committed export when no earlier run folder is at hand; phase 5:
+
+  python -m launch.train --config=configs/demo_teacher.py:40ms --workdir=runs/teacher40e \
+      --config.train.init_from=teachers/demo_hf --config.model.speed_perturb_enabled=True \
+      --config.model.speed_perturb.min_factor=0.85 --config.model.speed_perturb.max_factor=1.15 \
+      --config.model.specaug_enabled=True --config.train.num_steps=1600 --config.train.lr=7e-4 \
+      --config.train.warmup_steps=100 --config.train.eval_every=800
+
 `config.model.encoder='wav2vec2'` makes the loop train `models/wav2vec2.Wav2Vec2Trainee` (the
 transformers `Wav2Vec2ForCTC` computation, same params tree) instead of a log-mel student;
 `config.model.wav2vec2` holds transformers `Wav2Vec2Config` fields (the vocabulary size comes

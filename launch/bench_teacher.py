@@ -25,6 +25,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from launch import common
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("runs", 5, "Timed runs per case (median reported).")
 flags.DEFINE_string("cases", "4:1,8:4", "Comma-separated SECONDS:BATCH cases.")
@@ -175,7 +177,7 @@ def main(argv):
 
   print()
   print(f"wav2vec2-large-robust config, random weights ({size_gb:.2f} GiB float32), "
-        f"{os.cpu_count()} CPUs, jax {jax.__version__} ({FLAGS.dtype}), torch {torch.__version__}"
+        f"{common.cpu_description()}, jax {jax.__version__} ({FLAGS.dtype}), torch {torch.__version__}"
         f" ({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
         f"median of {FLAGS.runs}")
   for _, conv, wall in rows:

@@ -26,6 +26,24 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
 
 
+def cpu_description() -> str:
+  """'2 x AMD EPYC (avx2)': the CPU model and widest x86 vector ISA, for benchmark headers
+  (a JAX/PyTorch time ratio depends on them)."""
+  model, flags_ = "unknown CPU", set()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown CPU":
+          model = value.strip()
+        elif key.strip() == "flags" and not flags_:
+          flags_ = set(value.split())
+  except OSError:
+    pass
+  isa = next((i for i in ("avx512f", "avx2", "avx", "sse4_2") if i in flags_), "")
+  return f"{os.cpu_count()} x {model}" + (f" ({isa})" if isa else "")
+
+
 def setup_logging(workdir: str | None = None) -> None:
   handlers = [logging.StreamHandler()]
   if workdir:
