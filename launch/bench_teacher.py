@@ -177,8 +177,9 @@ def main(argv):
 
   print()
   print(f"wav2vec2-large-robust config, random weights ({size_gb:.2f} GiB float32), "
-        f"{common.cpu_description()}, jax {jax.__version__} ({FLAGS.dtype}), torch {torch.__version__}"
-        f" ({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
+        f"{common.cpu_description()}, jax {jax.__version__} ({FLAGS.dtype}), torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads), transformers "
+        f"{transformers.__version__}, "
         f"median of {FLAGS.runs}")
   for _, conv, wall in rows:
     print(f"conversion (child process, wall {wall:.1f} s incl. imports): load_hf_folder "
