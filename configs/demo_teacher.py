@@ -21,7 +21,7 @@ schedule); phase 3 adds speed perturbation and time masking (README, "The demo t
       --config.model.specaug_enabled=True --config.train.num_steps=1500 \
       --config.train.lr=1e-3 --config.train.warmup_steps=100 --config.train.eval_every=500
 
-`train.init_from` also takes a Hugging Face folder (`loop.hf_warm_start_params`: its config.json
+`train.init_from` also takes a Hugging Face folder (`train/warm_start.py`: its config.json
 must be `config.model.wav2vec2` up to dropout and masking, its vocab.json the run's), so a
 phase can start from the committed export when no earlier run folder is at hand; phase 5:
 

@@ -10,7 +10,6 @@ data position included, and ends with the same parameters as an uninterrupted ru
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -36,6 +35,7 @@ from distill_jax.train import parallel
 from distill_jax.train import state as state_lib
 from distill_jax.train import steps as steps_lib
 from distill_jax.train import teacher as teacher_lib
+from distill_jax.train import warm_start as warm_start_lib
 
 log = logging.getLogger(__name__)
 
@@ -141,64 +141,6 @@ def check_resume_teacher(current: dict | None, saved: dict | None) -> None:
                      f"has {what(current)}; use a new --workdir or the original teacher")
 
 
-# Wav2Vec2Config fields that change training only (regularization, masking, token ids the
-# tokenizer sets): a warm start from a Hugging Face folder may differ in them.
-HF_WARM_START_FREE = ("hidden_dropout", "activation_dropout", "attention_dropout",
-                      "feat_proj_dropout", "final_dropout", "layerdrop", "apply_spec_augment",
-                      "mask_time_prob", "mask_time_length", "mask_time_min_masks",
-                      "mask_feature_prob", "pad_token_id", "bos_token_id", "eos_token_id", "extra")
-
-
-def is_hf_folder(path: str) -> bool:
-  """Whether `path` is a local Hugging Face model folder (config.json) rather than a run."""
-  return os.path.isfile(os.path.join(path, "config.json"))
-
-
-def check_params_fit(source: str, loaded: Any, params: Any) -> None:
-  """Raises naming the first parameter whose path or shape differs from this model's."""
-  new = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(params)}
-  old = {jax.tree_util.keystr(k): np.shape(v)
-         for k, v in jax.tree_util.tree_leaves_with_path(loaded)}
-  bad = sorted(set(new) ^ set(old)) or sorted(k for k in new if new[k] != old[k])
-  if bad:
-    k = bad[0]
-    raise ValueError(f"config.train.init_from={source!r}: its params do not fit this model "
-                     f"({len(bad)} differ; first {k}: {old.get(k, 'missing')} there, "
-                     f"{new.get(k, 'missing')} here)")
-
-
-def hf_warm_start_params(config: ml_collections.ConfigDict, source: str, params: Any,
-                         tokenizer: text_lib.CharTokenizer) -> Any:
-  """`Wav2Vec2ForCTC` params from a Hugging Face folder (e.g. an exported demo teacher or a
-  downloaded hub checkpoint), for a wav2vec2 run's `config.train.init_from` (fine-tuning).
-
-  The folder's architecture must be `config.model.wav2vec2`'s (every Wav2Vec2Config field but
-  `HF_WARM_START_FREE`) and its vocab.json the run's vocabulary; a difference is an error
-  naming the fields or tokens.
-  """
-  from distill_jax.convert import hf_wav2vec2  # pylint: disable=import-outside-toplevel
-  if config.model.encoder != build.WAV2VEC2:
-    raise ValueError(f"config.train.init_from={source!r} is a Hugging Face folder, which only "
-                     f"a wav2vec2 model (config.model.encoder='{build.WAV2VEC2}') starts from; "
-                     f"this run's encoder is {config.model.encoder!r}")
-  hf_config, loaded, hf_tokenizer = hf_wav2vec2.load_hf_folder(source)
-  if hf_tokenizer.vocab != tokenizer.vocab:
-    raise ValueError(f"config.train.init_from={source!r}: its vocab.json "
-                     f"{hf_tokenizer.vocab} is not this run's vocabulary {tokenizer.vocab}")
-  ours = build.wav2vec2_config(config.model, tokenizer.vocab_size)
-  diffs = sorted(f.name for f in dataclasses.fields(ours) if f.name not in HF_WARM_START_FREE
-                 and as_json(getattr(ours, f.name)) != as_json(getattr(hf_config, f.name)))
-  if diffs:
-    raise ValueError(f"config.train.init_from={source!r}: its config.json differs from "
-                     "config.model.wav2vec2 in " + ", ".join(
-                         f"{k} ({getattr(hf_config, k)!r} there, {getattr(ours, k)!r} here)"
-                         for k in diffs))
-  check_params_fit(source, loaded, params)
-  log.info("warm start from the Hugging Face folder %s: fresh optimizer state and schedule",
-           source)
-  return jax.tree.map(jnp.asarray, loaded)
-
-
 def warm_start_params(config: ml_collections.ConfigDict, source: str, params: Any,
                       tokenizer: text_lib.CharTokenizer | None = None) -> Any:
   """The student params of run `source`'s latest checkpoint, for `config.train.init_from`.
@@ -206,13 +148,13 @@ def warm_start_params(config: ml_collections.ConfigDict, source: str, params: An
   The source's model config must be this run's (the params tree and shapes are then equal)
   except for the training-time augmentations (`WARM_START_FREE`: a later phase may add them);
   a difference is an error naming the config keys. A Hugging Face folder (config.json) instead
-  goes through `hf_warm_start_params` (needs `tokenizer`). Only a run's first start reads it:
+  goes through `warm_start.hf_warm_start_params` (needs `tokenizer`). Only a run's first start reads it:
   a resumed run continues from its own checkpoint.
   """
-  if is_hf_folder(source):
+  if warm_start_lib.is_hf_folder(source):
     if tokenizer is None:
       raise ValueError("warm_start_params: a Hugging Face folder needs the run's tokenizer")
-    return hf_warm_start_params(config, source, params, tokenizer)
+    return warm_start_lib.hf_warm_start_params(config, source, params, tokenizer)
   old = saved_config(source)
   new_model, old_model = as_json(config.model.to_dict()), as_json(old.model.to_dict())
   diffs = sorted(k for k in set(new_model) | set(old_model)
@@ -221,7 +163,7 @@ def warm_start_params(config: ml_collections.ConfigDict, source: str, params: An
     raise ValueError(f"config.train.init_from={source!r}: its model config differs in "
                      f"model.{{{', '.join(diffs)}}}")
   _, loaded, _, step = restore_student(old, source, "latest")
-  check_params_fit(source, loaded, params)
+  warm_start_lib.check_params_fit(source, loaded, params)
   log.info("warm start from %s (step %d): fresh optimizer state and schedule", source, step)
   return loaded
 

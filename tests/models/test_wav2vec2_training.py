@@ -26,6 +26,7 @@ from distill_jax.models import wav2vec2 as w2v
 from distill_jax.train import loop
 from distill_jax.train import state as state_lib
 from distill_jax.train import teacher as teacher_lib
+from distill_jax.train import warm_start
 from tests.train import tiny_config
 
 ATOL = 1e-4  # float32 logits, absolute, valid frames.
@@ -188,7 +189,7 @@ def test_warm_start_from_a_hugging_face_folder_takes_its_weights(tmp_path):
   assert jax.tree.structure(loaded) == jax.tree.structure(weights)
   for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(weights)):
     np.testing.assert_array_equal(a, b)
-  # Regularization and masking may differ (loop.HF_WARM_START_FREE); the architecture may not.
+  # Regularization and masking may differ (warm_start.HF_WARM_START_FREE); the architecture may not.
   config.model.wav2vec2.hidden_dropout = 0.1
   config.model.wav2vec2.mask_time_prob = 0.2
   loop.warm_start_params(config, folder, zeros, tokenizer)
@@ -204,7 +205,7 @@ def test_warm_start_from_a_hugging_face_folder_takes_its_weights(tmp_path):
                                        r"\(33,\) here"):
     bigger = jax.tree.map(np.zeros_like, w2v.init_params(
         build.wav2vec2_config(config.model, 33)))
-    loop.check_params_fit(folder, weights, bigger)
+    warm_start.check_params_fit(folder, weights, bigger)
   student = tiny_config.get_config("unused")
   with pytest.raises(ValueError, match="only a wav2vec2 model"):
     loop.warm_start_params(student, folder, zeros, tokenizer)
