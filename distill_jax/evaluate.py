@@ -25,6 +25,7 @@ import numpy as np
 from distill_jax import text as text_lib
 from distill_jax.data import pipeline
 from distill_jax.decode import ctc as ctc_decode
+from distill_jax.train import checkpoint as ckpt_lib
 
 
 DECODERS = ("greedy", "beam", "beam_lm")
@@ -250,9 +251,10 @@ def evaluate_checkpoint(config, workdir: str, which: str = "best", *,
   """
   forward, params, tokenizer, step, decoder = checkpoint_forward(config, workdir, which)
   results = _evaluate_targets(config, forward, params, tokenizer, decoder,
-                              _targets(config, splits, manifest, name), workdir, f"step{step}")
+                              _targets(config, splits, manifest, name), workdir,
+                              ckpt_lib.tag(which, step))
   for res in results.values():
-    res["step"] = step
+    res.update(step=step, checkpoint=str(which))
   return results
 
 

@@ -7,6 +7,10 @@ killed mid-save resumes from the previous complete step. The preservation policy
 last `keep_last` steps and the `keep_best` steps with the lowest `best_metric`, plus every
 multiple of `keep_every` and the steps in `keep_steps` (snapshots across training, e.g. for the
 latent-trajectory page of `launch/visualize.py`).
+
+A checkpoint is named 'latest', 'best', a step, or 'avg:K': the element-wise mean of the params
+of the K latest kept checkpoints (icefall's `--avg`; keep them with `keep_every`), restored
+with the rest of the state of the latest one.
 """
 
 from __future__ import annotations
@@ -15,8 +19,19 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
+
+
+AVERAGE_PREFIX = "avg:"
+
+
+def tag(which: str | int, step: int) -> str:
+  """Names a restored checkpoint in result folders: 'step700', or 'step700_avg5' for 'avg:5'."""
+  if isinstance(which, str) and which.startswith(AVERAGE_PREFIX):
+    return f"step{step}_avg{which[len(AVERAGE_PREFIX):]}"
+  return f"step{step}"
 
 
 class Checkpointer:
@@ -58,9 +73,27 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
 
+  def averaged_steps(self, which: str | int) -> list[int] | None:
+    """'avg:K' -> the K latest kept steps (oldest first); None for any other name."""
+    if not (isinstance(which, str) and which.startswith(AVERAGE_PREFIX)):
+      return None
+    k = which[len(AVERAGE_PREFIX):]
+    if not k.isdigit() or int(k) < 1:
+      raise ValueError(f"checkpoint {which!r}: 'avg:K' needs a count K >= 1")
+    steps = sorted(self.all_steps())
+    if len(steps) < int(k):
+      raise FileNotFoundError(f"checkpoint {which!r}: only {len(steps)} checkpoints in "
+                              f"{self.directory} (steps {steps}); keep more with "
+                              "config.train.keep_every")
+    return steps[-int(k):]
+
   def resolve(self, which: str | int) -> int:
-    """'latest' | 'best' | a step number -> an existing step (error names what exists)."""
+    """'latest' | 'best' | a step | 'avg:K' (its latest step) -> an existing step (error names
+    what exists)."""
     steps = self.all_steps()
+    averaged = self.averaged_steps(which)
+    if averaged:
+      return averaged[-1]
     if which == "latest":
       step = self.latest_step()
     elif which == "best":
@@ -69,7 +102,8 @@ class Checkpointer:
       try:
         step = int(which)
       except ValueError:
-        raise ValueError(f"checkpoint {which!r} is not 'latest', 'best' or a step") from None
+        raise ValueError(f"checkpoint {which!r} is not 'latest', 'best', a step or "
+                       "'avg:K'") from None
       if step not in steps:
         step = None
     if step is None:
@@ -82,6 +116,9 @@ class Checkpointer:
     Leaves without a sharding (e.g. from `jax.eval_shape`) land on this process's first device,
     so a checkpoint written by a multi-host run restores on one machine too.
     """
+    averaged = self.averaged_steps(which)
+    if averaged:
+      return self._restore_average(averaged, target_state)
     step = self.resolve(which)
     local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
@@ -95,6 +132,18 @@ class Checkpointer:
     out = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), extra=ocp.args.JsonRestore()))
     return out["state"], dict(out["extra"]), step
+
+  def _restore_average(self, steps: list[int], target_state: Any) -> tuple[Any, dict, int]:
+    """The latest step's state with params = the mean over `steps` (float64 sums, cast back)."""
+    total = None
+    for step in steps:
+      state, extra, _ = self.restore(step, target_state)
+      params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), state.params)
+      total = params if total is None else jax.tree_util.tree_map(np.add, total, params)
+    mean = jax.tree_util.tree_map(
+        lambda t, x: jax.device_put((t / len(steps)).astype(x.dtype), x.sharding),
+        total, state.params)
+    return state.replace(params=mean), extra, steps[-1]
 
   def restore_extra(self, which: str | int) -> dict:
     """The JSON metadata of a checkpoint alone (e.g. to build the restore target)."""
