@@ -94,6 +94,11 @@ def test_evaluate_checkpoint_writes_hypotheses(tiny_corpus, uninterrupted):
   out = os.path.join(uninterrupted, "eval", f"test_step{res['step']}")
   lines = open(os.path.join(out, "hypotheses.tsv")).read().splitlines()
   assert lines[0] == "id\treference\thypothesis\twer" and len(lines) == 9
+  # 'avg:2' (steps 35 and 40 averaged) is scored under its own tag, not over step 40's.
+  avg = evaluate.evaluate_checkpoint(_config(tiny_corpus), uninterrupted, "avg:2",
+                                     splits=["test"])["test"]
+  assert avg["step"] == 40 and avg["checkpoint"] == "avg:2"
+  assert os.path.exists(os.path.join(uninterrupted, "eval", "test_step40_avg2", "summary.json"))
 
 
 def test_misspelled_config_key_is_named(tiny_corpus, tmp_path):
