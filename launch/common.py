@@ -13,6 +13,12 @@ def define_config_flag():
                                          lock_config=True)
 
 
+def define_checkpoint_flag():
+  """--checkpoint: a run folder's checkpoint name (`train/checkpoint.py`), default 'best'."""
+  return flags.DEFINE_string("checkpoint", "best", "'best', 'latest', a step, or 'avg:K' "
+                             "(mean params of the K latest kept checkpoints).")
+
+
 def enable_compilation_cache() -> None:
   """Persistent XLA cache: a resumed or repeated run reuses compiled steps.
 

@@ -15,8 +15,7 @@ from launch import common
 
 _CONFIG = common.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder.", required=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'latest', a step, or "
-                                  "'avg:K' (mean params of the K latest kept checkpoints).")
+_CHECKPOINT = common.define_checkpoint_flag()
 _SPLIT = flags.DEFINE_multi_string("split", None, "config.data entries to evaluate "
                                    "(default: config.eval.splits).")
 _MANIFEST = flags.DEFINE_string("manifest", None, "A JSONL manifest to evaluate instead.")

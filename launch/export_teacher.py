@@ -18,8 +18,7 @@ from launch import common
 
 _CONFIG = common.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder of the trained model.", required=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'latest', a step, or "
-                                  "'avg:K' (mean params of the K latest kept checkpoints).")
+_CHECKPOINT = common.define_checkpoint_flag()
 _OUT = flags.DEFINE_string("out", None, "Output Hugging Face folder.", required=True)
 
 

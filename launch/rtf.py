@@ -21,8 +21,7 @@ _CONFIG = common.define_config_flag()
 _CONFIG_JSON = flags.DEFINE_string("config_json", None, "A config saved as JSON (what the demo "
                                    "passes) instead of --config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Student run folder (or use --teacher).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'latest', a step, or "
-                                  "'avg:K' (mean params of the K latest kept checkpoints).")
+_CHECKPOINT = common.define_checkpoint_flag()
 _TEACHER = flags.DEFINE_string("teacher", None, "Converted teacher folder instead of a student.")
 _SPLIT = flags.DEFINE_string("split", "test", "config.data entry to decode.")
 _THREADS = flags.DEFINE_integer("threads", 1, "CPUs to run on (0 = as many as the machine has).")

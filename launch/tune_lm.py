@@ -17,8 +17,7 @@ from launch import common
 
 _CONFIG = common.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder.", required=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'latest', a step, or "
-                                  "'avg:K' (mean params of the K latest kept checkpoints).")
+_CHECKPOINT = common.define_checkpoint_flag()
 _SPLIT = flags.DEFINE_string("split", "dev", "config.data entry to tune on.")
 _ALPHAS = flags.DEFINE_list("alphas", ["0.3", "0.5", "0.7", "1.0"], "LM weights to try.")
 _BETAS = flags.DEFINE_list("betas", ["0", "1", "2", "3"], "Word bonuses to try.")

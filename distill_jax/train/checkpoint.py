@@ -27,11 +27,20 @@ from orbax.checkpoint import checkpoint_managers as cm
 AVERAGE_PREFIX = "avg:"
 
 
+def average_count(which: str | int) -> int | None:
+  """'avg:K' -> K (an error unless K >= 1); None for any other checkpoint name."""
+  if not (isinstance(which, str) and which.startswith(AVERAGE_PREFIX)):
+    return None
+  k = which[len(AVERAGE_PREFIX):]
+  if not k.isdigit() or int(k) < 1:
+    raise ValueError(f"checkpoint {which!r}: 'avg:K' needs a count K >= 1")
+  return int(k)
+
+
 def tag(which: str | int, step: int) -> str:
   """Names a restored checkpoint in result folders: 'step700', or 'step700_avg5' for 'avg:5'."""
-  if isinstance(which, str) and which.startswith(AVERAGE_PREFIX):
-    return f"step{step}_avg{which[len(AVERAGE_PREFIX):]}"
-  return f"step{step}"
+  k = average_count(which)
+  return f"step{step}_avg{k}" if k else f"step{step}"
 
 
 class Checkpointer:
@@ -75,25 +84,23 @@ class Checkpointer:
 
   def averaged_steps(self, which: str | int) -> list[int] | None:
     """'avg:K' -> the K latest kept steps (oldest first); None for any other name."""
-    if not (isinstance(which, str) and which.startswith(AVERAGE_PREFIX)):
+    k = average_count(which)
+    if k is None:
       return None
-    k = which[len(AVERAGE_PREFIX):]
-    if not k.isdigit() or int(k) < 1:
-      raise ValueError(f"checkpoint {which!r}: 'avg:K' needs a count K >= 1")
     steps = sorted(self.all_steps())
-    if len(steps) < int(k):
+    if len(steps) < k:
       raise FileNotFoundError(f"checkpoint {which!r}: only {len(steps)} checkpoints in "
                               f"{self.directory} (steps {steps}); keep more with "
                               "config.train.keep_every")
-    return steps[-int(k):]
+    return steps[-k:]
 
   def resolve(self, which: str | int) -> int:
     """'latest' | 'best' | a step | 'avg:K' (its latest step) -> an existing step (error names
     what exists)."""
-    steps = self.all_steps()
     averaged = self.averaged_steps(which)
     if averaged:
       return averaged[-1]
+    steps = self.all_steps()
     if which == "latest":
       step = self.latest_step()
     elif which == "best":
