@@ -8,7 +8,7 @@ downloaded here), then converted and distilled exactly as the hub teacher would 
       # the 240-minute wall cap counts every session's training time
   python -m launch.eval --config=configs/demo_teacher.py:40ms --workdir=runs/teacher40 --split=test
   python -m launch.export_teacher --config=configs/demo_teacher.py:40ms --workdir=runs/teacher40 \
-      --checkpoint=best --out=teachers/demo_hf
+      --checkpoint=best --out=runs/teacher40_hf   # phase 1; phase 8 below makes teachers/demo_hf
 
 Later phases warm-start from the previous run's weights (`train.init_from`: fresh optimizer and
 schedule); phase 3 adds speed perturbation and time masking (README, "The demo teacher"):
@@ -30,6 +30,16 @@ phase can start from the committed export when no earlier run folder is at hand;
       --config.model.speed_perturb.min_factor=0.85 --config.model.speed_perturb.max_factor=1.15 \
       --config.model.specaug_enabled=True --config.train.num_steps=1600 --config.train.lr=7e-4 \
       --config.train.warmup_steps=100 --config.train.eval_every=800
+
+The committed folder is phase 8: one 3,400-step schedule from the phase-1 export, then the
+average of its last five checkpoints (held-out test WER 80.5%, README "The demo teacher"):
+
+  python -m launch.train --config=configs/demo_teacher.py:40ms --workdir=runs/teacher40h \
+      --config.train.init_from=runs/teacher40_hf --config.model.speed_perturb_enabled=True \
+      --config.model.specaug_enabled=True --config.train.num_steps=3400 --config.train.lr=1e-3 \
+      --config.train.warmup_steps=100 --config.train.eval_every=1700 --config.train.keep_every=100
+  python -m launch.export_teacher --config=configs/demo_teacher.py:40ms --workdir=runs/teacher40h \
+      --checkpoint=avg:5 --out=teachers/demo_hf
 
 `config.model.encoder='wav2vec2'` makes the loop train `models/wav2vec2.Wav2Vec2Trainee` (the
 transformers `Wav2Vec2ForCTC` computation, same params tree) instead of a log-mel student;
