@@ -3,8 +3,9 @@ r"""Builds the synthetic TTS corpus described by `config.data.corpus` into --out
     python -m launch.make_corpus --config=configs/corpus.py --out=corpora/default \
         --config.data.corpus.train_hours=0.5 --config.data.corpus.num_workers=2
 
-Any experiment config with a `data.corpus` entry works as --config. Re-running with the same
-config reuses (or finishes) the corpus; a different config into the same --out is an error.
+Any experiment config with a `data.corpus` entry works as --config (its keys:
+`distill_jax.data.corpus_spec`). Re-running with the same config reuses (or finishes) the
+corpus; a different config into the same --out is an error.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from distill_jax.data import corpus_spec
 from distill_jax.data import synthetic
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -34,7 +36,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"--config={flags.FLAGS['config'].config_filename} has no data.corpus")
   try:
     synthetic.build_corpus(corpus, _OUT.value, retry_failed=_RETRY_FAILED.value)
-  except synthetic.CorpusConfigError as e:
+  except corpus_spec.CorpusConfigError as e:
     sys.exit(f"make_corpus: {e}")
 
 

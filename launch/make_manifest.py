@@ -6,24 +6,36 @@
 
   # One manifest from local folders or lists:
   python -m launch.make_manifest --out=corpora/real_english.jsonl \
-      --folder=../shared/data/speech/ljspeech_coqui_tts \
-      --folder=../shared/data/speech/librivox_pocketsphinx ...
+      --folder=data/real_english/ljspeech_coqui_tts \
+      --folder=data/real_english/librivox_pocketsphinx ...
   python -m launch.make_manifest --out=corpora/ls_test_clean.jsonl \
       --librispeech_dir=/data/LibriSpeech/test-clean
   python -m launch.make_manifest --out=corpora/fleurs_de_test.jsonl \
       --fleurs_dir=/data/fleurs/de_de --split=test
   python -m launch.make_manifest --out=corpora/mine.jsonl --list=my_list.tsv
+  # A Kaldi / ESPnet data directory (wav.scp, text, utt2spk[, segments, spk2gender]); recipe
+  # paths are relative to the recipe folder, hence --kaldi_root. Segments are cut to files
+  # under --kaldi_segments_dir (default: beside --out).
+  python -m launch.make_manifest --out=corpora/yesno_train.jsonl \
+      --kaldi=kaldi/egs/yesno/s5/data/train_yesno --kaldi_root=kaldi/egs/yesno/s5
 
   # A slice (START:STOP in reading order), e.g. one voice's clips for personalization and the
   # rest for its evaluation:
   python -m launch.make_manifest --out=corpora/lj_adapt.jsonl --range=0:16 \
-      --folder=../shared/data/speech/ljspeech_coqui_tts
+      --folder=data/real_english/ljspeech_coqui_tts
+
+Skipped utterances (a Kaldi utterance without transcript, audio or speaker) are counted on the
+terminal and listed in `<out>.skipped.json`. A TSV --list may name its columns in a header line
+(`path<TAB>text<TAB>speaker<TAB>id<TAB>...`; unknown names are ignored with a logged note);
+without one, columns after the third are ignored with a logged note.
 """
+
+import os
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from distill_jax.data import local, sources
+from distill_jax.data import lists, local, sources
 from distill_jax.data.manifest import write_manifest
 from launch import common
 
@@ -36,7 +48,16 @@ _LIBRISPEECH = flags.DEFINE_multi_string("librispeech_dir", None,
 _FLEURS = flags.DEFINE_multi_string("fleurs_dir", None, "FLEURS language folder (<split>.tsv "
                                     "+ audio/<split>/).")
 _SPLIT = flags.DEFINE_string("split", "train", "--fleurs_dir split: train | validation | test.")
-_LIST = flags.DEFINE_multi_string("list", None, "JSONL or TSV list of path, text[, speaker].")
+_LIST = flags.DEFINE_multi_string("list", None, "JSONL or TSV list of path, text[, speaker] "
+                                  "(a TSV header line may name the columns).")
+_KALDI = flags.DEFINE_multi_string("kaldi", None, "Kaldi data directory (wav.scp, text, utt2spk"
+                                   "[, segments, spk2gender]).")
+_KALDI_ROOT = flags.DEFINE_string("kaldi_root", None, "Folder relative wav.scp paths resolve "
+                                  "against (default: each --kaldi directory's parent).")
+_KALDI_UNLABELLED = flags.DEFINE_bool("kaldi_unlabelled", False, "Keep --kaldi utterances "
+                                      "without a transcript (text \"\"; `text` may be absent).")
+_KALDI_SEGMENTS_DIR = flags.DEFINE_string("kaldi_segments_dir", None, "Where --kaldi segments "
+                                          "are cut to files (default: <out>.segments/).")
 _OUT = flags.DEFINE_string("out", None, "Output JSONL manifest (without --config).")
 _RANGE = flags.DEFINE_string("range", None, "START:STOP: keep these utterances (reading order; "
                              "either side may be empty).")
@@ -56,10 +77,17 @@ def main(argv):
   utts = ([u for f in _FOLDERS.value or () for u in local.read_transcripts_folder(f)] +
           [u for d in _LIBRISPEECH.value or () for u in local.read_librispeech_dir(d)] +
           [u for d in _FLEURS.value or () for u in local.read_fleurs_dir(d, _SPLIT.value)] +
-          [u for p in _LIST.value or () for u in local.read_list(p)])
+          [u for p in _LIST.value or () for u in lists.read_list(p)])
+  reports = []
+  segments_dir = _KALDI_SEGMENTS_DIR.value or os.path.splitext(_OUT.value)[0] + ".segments"
+  for d in _KALDI.value or ():
+    u, rep = sources.read_kaldi(d, segments_dir, root=_KALDI_ROOT.value or "",
+                                require_text=not _KALDI_UNLABELLED.value)
+    utts += u
+    reports.append(rep)
   if not utts:
-    raise app.UsageError("nothing to read: pass --folder, --librispeech_dir, --fleurs_dir or "
-                         "--list (or --config)")
+    raise app.UsageError("nothing to read: pass --folder, --librispeech_dir, --fleurs_dir, "
+                         "--list or --kaldi (or --config)")
   if _RANGE.value:
     try:
       start, stop = (int(v) if v else None for v in _RANGE.value.split(":"))
@@ -70,7 +98,8 @@ def main(argv):
       raise app.UsageError(f"--range={_RANGE.value} keeps no utterance")
   write_manifest(_OUT.value, utts)
   hours = sum(u.duration for u in utts) / 3600
-  print(f"{_OUT.value}: {len(utts)} utterances, {60 * hours:.1f} minutes")
+  print(f"{_OUT.value}: {len(utts)} utterances, {60 * hours:.1f} minutes"
+        f"{sources.write_skip_list(_OUT.value, reports)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Tests of the synthetic TTS corpus builder (distill_jax/data/synthetic.py, tts.py)."""
+"""Tests of the synthetic TTS corpus builder (distill_jax/data/synthetic.py, tts.py).
+
+The spec, sentence lists and plan have their own tests (test_corpus_spec.py,
+test_sentences.py, test_corpus_plan.py); these build small corpora with the real engines.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import soundfile as sf
 
 from configs import corpus as corpus_configs
 from distill_jax import text as text_lib
+from distill_jax.data import corpus_plan
 from distill_jax.data import manifest
 from distill_jax.data import synthetic
 from distill_jax.data import tts
@@ -45,48 +50,6 @@ def small(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("small"))
   result = _build(_small_config(), out)
   return out, result
-
-
-# ---------------------------------------------------------------------------------------------
-# Text.
-
-def test_sentences_normalized_tokenizable_and_exclude_eval_text():
-  cfg = synthetic.resolve_config({})
-  sentences, rejected = synthetic.load_sentences(cfg)
-  assert len(sentences) > 20000
-  tok = text_lib.CharTokenizer()
-  excluded_ids = {f"LJ001-{i:04d}" for i in range(1, 33)}
-  eval_texts = set()
-  with open(os.path.join(synthetic.DEFAULT_TEXT_DIR, synthetic.EVAL_EXCLUDE_FILE)) as f:
-    for line in f:
-      eval_texts.add(text_lib.normalize(line.rstrip("\n").split("\t")[2]))
-  for s in sentences:
-    assert text_lib.normalize(s.text) == s.text
-    assert text_lib.normalize(s.tts_text) == s.text
-    tok.encode(s.text)
-    assert s.source_id not in excluded_ids
-    assert s.text not in eval_texts
-  assert len({s.text for s in sentences}) == len(sentences)
-  assert {s.source for s in sentences} == set(synthetic.SOURCES)
-  rejected_ids = {r["source_id"] for r in rejected if r["reason"].startswith("real-speech")}
-  assert excluded_ids <= rejected_ids
-
-
-def test_speakable_text():
-  assert synthetic.speakable_text('"Well-known," he said; 21 dogs\' bowls (Zoe).') == (
-      "well known, he said; twenty one dogs' bowls Zoe.")
-  assert synthetic.speakable_text("Caf\u00e9 at 3rd St") == "cafe at third St"
-
-
-def test_voice_splits_hold_out_test_voices():
-  for engine in tts.ENGINES:
-    groups = {s: {v.group for v in synthetic.split_voices(engine, s)} for s in SPLITS}
-    assert groups["test"] and not groups["test"] & (groups["train"] | groups["dev"]), engine
-  espeak = {s: {v.group for v in synthetic.split_voices(tts.ESPEAK, s)} for s in SPLITS}
-  assert not espeak["dev"] & espeak["train"]
-  # Every espeak-ng variant of the inventory is used, in exactly one split.
-  variants = [v for s in SPLITS for v in synthetic.ESPEAK_VARIANT_SPLITS[s]]
-  assert sorted(variants) == sorted(tts.ESPEAK_VARIANTS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +144,7 @@ def test_tts_failure_is_reported_not_fatal(tmp_path, monkeypatch):
       raise tts.TTSError(f"{voice.speaker}: simulated crash")
     return real(voice, text, **kwargs)
 
-  plan = synthetic.plan_corpus(cfg)
+  plan = corpus_plan.plan_corpus(cfg)
   failing = {plan.utterances["dev"][1].speaker}
   monkeypatch.setattr(tts, "synthesize", flaky)
   result = _build(cfg, tmp_path)
@@ -195,13 +158,6 @@ def test_tts_failure_is_reported_not_fatal(tmp_path, monkeypatch):
   result = _build(cfg, tmp_path, retry_failed=True)
   assert result["run"]["synthesized"] == len(failed_ids) and not result["failed_utterances"]
   assert len(_read(str(tmp_path))["dev"]) == 3
-
-
-def test_unknown_config_key_is_named():
-  with pytest.raises(synthetic.CorpusConfigError, match="trian_hours"):
-    synthetic.resolve_config({"trian_hours": 1.0})
-  with pytest.raises(KeyError, match="trian_hours"):
-    corpus_configs.get_corpus_config(trian_hours=1.0)
 
 
 def test_tiny_corpus_fixture(tiny_corpus):
