@@ -27,21 +27,26 @@ the sha256 of the source weights (`teacher.json`).
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 import re
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from distill_jax import text
+from distill_jax.convert import hf_folder
+# The shared reading and strict-mapping helpers, under the names this module always had.
+from distill_jax.convert.hf_folder import (PYTORCH_BIN, SAFETENSORS, CheckpointMismatchError,
+                                           read_state_dict, weight_files, weights_sha256)
 from distill_jax.models.wav2vec2 import Wav2Vec2Config, param_shapes
 
-SAFETENSORS = "model.safetensors"
-PYTORCH_BIN = "pytorch_model.bin"
+__all__ = ["PYTORCH_BIN", "SAFETENSORS", "CheckpointMismatchError", "read_state_dict",
+           "weight_files", "weights_sha256", "state_dict_to_params", "params_to_state_dict",
+           "resolve_folder", "load_hf_folder", "export_hf_folder", "save_teacher",
+           "load_teacher", "convert"]
+
 TEACHER_META = "teacher.json"
 PARAMS_DIR = "params"
 
@@ -52,32 +57,9 @@ _WN_NAMES = {
 }
 
 
-class CheckpointMismatchError(ValueError):
-  """Checkpoint tensors do not match the config; the message lists every offending key."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Spec:
-  """One tensor: HF key (alternatives for weight norm), Flax path, HF shape and layout maps."""
-  hf_keys: tuple[str, ...]
-  path: tuple[str, ...]
-  hf_shape: tuple[int, ...]
-  to_flax: Callable[[np.ndarray], np.ndarray]
-  to_hf: Callable[[np.ndarray], np.ndarray]
-
-
-def _ident(x: np.ndarray) -> np.ndarray:
-  return x
-
-
-# Views, not copies: converting a large checkpoint does not double its memory (the consumer,
-# `jax.device_put` or Orbax, copies once); `params_to_state_dict` makes them contiguous.
-def _transpose(x: np.ndarray) -> np.ndarray:
-  return x.T
-
-
-def _conv_to_flax(x: np.ndarray) -> np.ndarray:  # [O, I, K] <-> [K, I, O]
-  return np.transpose(x, (2, 1, 0))
+_Spec = hf_folder.TensorSpec
+_ident, _transpose = hf_folder.identity, hf_folder.transpose
+_conv_to_flax = hf_folder.conv_to_flax
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -136,28 +118,6 @@ def _param_specs(cfg: Wav2Vec2Config) -> list[_Spec]:
   return specs
 
 
-def _set_path(tree: dict, path: tuple[str, ...], value: Any) -> None:
-  for p in path[:-1]:
-    tree = tree.setdefault(p, {})
-  tree[path[-1]] = value
-
-
-def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, prefix + (k,)))
-    else:
-      out[prefix + (k,)] = v
-  return out
-
-
-def _fmt(keys: Iterable[str], limit: int = 20) -> str:
-  keys = sorted(keys)
-  more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
-  return ", ".join(keys[:limit]) + more
-
-
 # --- state dict -> params ------------------------------------------------------------------------
 
 def state_dict_to_params(config: Wav2Vec2Config, state: Mapping[str, np.ndarray],
@@ -175,58 +135,18 @@ def state_dict_to_params(config: Wav2Vec2Config, state: Mapping[str, np.ndarray]
   Raises:
     CheckpointMismatchError: unknown, missing, duplicated or mis-shaped tensors (all named).
   """
-  specs = _param_specs(config)
-  used: set[str] = set()
-  missing, duplicated, bad_shape = [], [], []
-  params: dict[str, Any] = {}
-  for spec in specs:
-    present = [k for k in spec.hf_keys if k in state]
-    if not present:
-      missing.append(spec.hf_keys[0] if len(spec.hf_keys) == 1 else " or ".join(spec.hf_keys))
-      continue
-    if len(present) > 1:
-      duplicated.append(" and ".join(present))
-    key = present[0]
-    used.update(present)
-    arr = np.asarray(state[key])
-    if tuple(arr.shape) != spec.hf_shape:
-      bad_shape.append(f"{key}: {tuple(arr.shape)} (expected {spec.hf_shape})")
-      continue
-    _set_path(params, spec.path, spec.to_flax(arr.astype(np.float32, copy=False)))
-  unknown = set(state) - used
-  problems = []
-  if unknown:
-    problems.append(f"unexpected keys: {_fmt(unknown)}")
-  if missing:
-    problems.append(f"missing keys: {_fmt(missing)}")
-  if duplicated:
-    problems.append(f"keys present under both weight-norm namings: {_fmt(duplicated)}")
-  if bad_shape:
-    problems.append(f"wrong shapes: {'; '.join(bad_shape)}")
-  if problems:
-    raise CheckpointMismatchError(f"{source} does not match its config.json "
-                                  f"(hidden_size={config.hidden_size}, "
-                                  f"num_hidden_layers={config.num_hidden_layers}): "
-                                  + " | ".join(problems))
+  expected = (f"its config.json (hidden_size={config.hidden_size}, "
+              f"num_hidden_layers={config.num_hidden_layers})")
+  params = hf_folder.state_dict_to_params(
+      _param_specs(config), state, source=source, expected=expected,
+      duplicate_note="keys present under both weight-norm namings")
   _check_against_model(config, params, "converted params")
   return params
 
 
 def _check_against_model(config: Wav2Vec2Config, params: Mapping, what: str) -> None:
   """Checks a params tree against the module's own tree (paths and shapes), naming differences."""
-  want = {"/".join(k): tuple(v.shape) for k, v in _flatten(param_shapes(config)).items()}
-  got = {"/".join(k): tuple(np.shape(v)) for k, v in _flatten(params).items()}
-  problems = []
-  if set(got) - set(want):
-    problems.append(f"unexpected params: {_fmt(set(got) - set(want))}")
-  if set(want) - set(got):
-    problems.append(f"missing params: {_fmt(set(want) - set(got))}")
-  bad = [f"{k}: {got[k]} (expected {want[k]})" for k in sorted(set(got) & set(want))
-         if got[k] != want[k]]
-  if bad:
-    problems.append(f"wrong shapes: {'; '.join(bad[:20])}")
-  if problems:
-    raise CheckpointMismatchError(f"{what} do not match Wav2Vec2ForCTC: " + " | ".join(problems))
+  hf_folder.check_params(param_shapes(config), params, what, "Wav2Vec2ForCTC")
 
 
 def params_to_state_dict(config: Wav2Vec2Config, params: Mapping,
@@ -242,79 +162,12 @@ def params_to_state_dict(config: Wav2Vec2Config, params: Mapping,
   if weight_norm_naming not in ("parametrizations", "legacy"):
     raise ValueError(f"weight_norm_naming={weight_norm_naming!r}: 'parametrizations' or 'legacy'")
   _check_against_model(config, params, "params")
-  flat = _flatten(params)
-  out = {}
-  for spec in _param_specs(config):
-    key = spec.hf_keys[0] if weight_norm_naming == "parametrizations" else spec.hf_keys[-1]
-    arr = spec.to_hf(np.asarray(flat[spec.path], dtype=np.float32))
-    if tuple(arr.shape) != spec.hf_shape:  # guards the layout maps themselves
-      raise CheckpointMismatchError(f"{'/'.join(spec.path)} -> {key}: shape {arr.shape}, "
-                                    f"expected {spec.hf_shape}")
-    out[key] = np.ascontiguousarray(arr)
-  return out
+  pick = 0 if weight_norm_naming == "parametrizations" else -1
+  return hf_folder.params_to_state_dict(_param_specs(config), params,
+                                        name=lambda spec: spec.hf_keys[pick])
 
 
 # --- reading folders -----------------------------------------------------------------------------
-
-def weight_files(folder: str) -> list[str]:
-  """The weight files of a HF folder, in load order (safetensors preferred, shards sorted)."""
-  for single, index in ((SAFETENSORS, SAFETENSORS + ".index.json"),
-                        (PYTORCH_BIN, PYTORCH_BIN + ".index.json")):
-    if os.path.isfile(os.path.join(folder, single)):
-      return [os.path.join(folder, single)]
-    if os.path.isfile(os.path.join(folder, index)):
-      with open(os.path.join(folder, index), encoding="utf-8") as f:
-        shards = sorted(set(json.load(f)["weight_map"].values()))
-      return [os.path.join(folder, s) for s in shards]
-  raise FileNotFoundError(
-      f"{folder}: no weights ({SAFETENSORS}, {PYTORCH_BIN} or a sharded *.index.json)")
-
-
-def weights_sha256(folder: str) -> str:
-  """sha256 of the weight file (of the shards in order, for a sharded checkpoint)."""
-  h = hashlib.sha256()
-  for path in weight_files(folder):
-    with open(path, "rb") as f:
-      for chunk in iter(lambda: f.read(1 << 24), b""):
-        h.update(chunk)
-  return h.hexdigest()
-
-
-def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-  from safetensors import safe_open  # pylint: disable=import-outside-toplevel
-  out = {}
-  with safe_open(path, framework="np") as f:
-    for key in f.keys():
-      try:
-        out[key] = f.get_tensor(key)
-      except Exception as e:  # e.g. bfloat16, which the numpy API cannot return.
-        raise ValueError(f"{path}: cannot read tensor {key!r} with numpy ({e}); convert the "
-                         "checkpoint to float32 first") from e
-  return out
-
-
-def _read_torch_bin(path: str) -> dict[str, np.ndarray]:
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise ImportError(
-        f"{path} is a PyTorch pickle and reading it needs torch (pip install torch, CPU build), "
-        "or convert the folder to model.safetensors first") from e
-  state = torch.load(path, map_location="cpu", weights_only=True)
-  return {k: v.detach().to(torch.float32).numpy() for k, v in state.items()}
-
-
-def read_state_dict(folder: str) -> dict[str, np.ndarray]:
-  """All tensors of a HF folder's weights as numpy arrays; a key in two shards is an error."""
-  state: dict[str, np.ndarray] = {}
-  for path in weight_files(folder):
-    part = _read_safetensors(path) if path.endswith(".safetensors") else _read_torch_bin(path)
-    dup = set(part) & set(state)
-    if dup:
-      raise CheckpointMismatchError(f"{path}: keys already in another shard: {_fmt(dup)}")
-    state.update(part)
-  return state
-
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -407,23 +260,12 @@ def export_hf_folder(config: Wav2Vec2Config, params: Mapping, tokenizer: text.Ch
   """Writes a transformers folder: config.json, model.safetensors, vocab.json, tokenizer and
   preprocessor configs, so that `Wav2Vec2ForCTC.from_pretrained(out_dir)` and
   `Wav2Vec2Processor.from_pretrained(out_dir)` load it. Returns `out_dir`."""
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   if tokenizer.vocab_size > config.vocab_size:
     raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens > vocab_size "
                      f"{config.vocab_size}")
   state = params_to_state_dict(config, params, weight_norm_naming)
-  os.makedirs(out_dir, exist_ok=True)
-  save_file(state, os.path.join(out_dir, SAFETENSORS), metadata={"format": "pt"})
-  hf_config = config.to_hf_dict()
-  hf_config.pop("torch_dtype", None)
-  hf_config["dtype"] = "float32"  # what we write; transformers would cast to a stored fp16.
-  files = {"config.json": hf_config,
-           "preprocessor_config.json": config.preprocessor_dict(),
-           **_tokenizer_files(tokenizer)}
-  for name, content in files.items():
-    with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
-      json.dump(content, f, indent=2, sort_keys=True)
-      f.write("\n")
+  files = {"preprocessor_config.json": config.preprocessor_dict(), **_tokenizer_files(tokenizer)}
+  hf_folder.write_hf_folder(out_dir, state, config.to_hf_dict(), files)
   tokenizer.save(out_dir)
   return out_dir
 
@@ -456,7 +298,7 @@ def save_teacher(out_dir: str, config: Wav2Vec2Config, params: Mapping,
       "source_sha256": source_sha256,
       "params": PARAMS_DIR,
       "format": "orbax",
-      "num_params": int(sum(np.size(v) for v in _flatten(params).values())),
+      "num_params": int(sum(np.size(v) for v in hf_folder.flatten(params).values())),
       "converted_unix_time": int(time.time()),
   }
   with open(os.path.join(out_dir, TEACHER_META), "w", encoding="utf-8") as f:
@@ -485,48 +327,3 @@ def convert(path_or_id: str, out_dir: str) -> dict:
   config, params, tokenizer = load_hf_folder(folder)
   return save_teacher(out_dir, config, params, tokenizer, source=path_or_id,
                       source_sha256=weights_sha256(folder))
-
-
-# --- trained checkpoints -> HF folders -----------------------------------------------------------
-
-EXPORT_META = "exported_from.json"
-
-
-def export_checkpoint(config, workdir: str, which: str | int, out_dir: str) -> dict:
-  """A wav2vec2 model trained by the loop (`config.model.encoder='wav2vec2'`, e.g.
-  configs/demo_teacher.py) -> a transformers folder (`export_hf_folder`), plus
-  `exported_from.json` (workdir, step, config name, parameter count, weights sha256).
-
-  Args:
-    config: the run's ml_collections config.
-    workdir: the run folder.
-    which: checkpoint, 'best', 'latest' or a step.
-    out_dir: output folder; must not hold weights already.
-
-  Returns:
-    The metadata written to `exported_from.json`.
-  """
-  # pylint: disable=import-outside-toplevel
-  import jax
-  from distill_jax.models import build
-  from distill_jax.train import loop  # the loop imports this module
-  if config.model.encoder != build.WAV2VEC2:
-    raise ValueError(f"config.model.encoder={config.model.encoder!r}: only a wav2vec2 model "
-                     f"(encoder='{build.WAV2VEC2}') exports to a Hugging Face folder")
-  for name in (SAFETENSORS, PYTORCH_BIN):
-    if os.path.exists(os.path.join(out_dir, name)):
-      raise FileExistsError(f"{os.path.join(out_dir, name)} exists; choose an empty --out")
-  model, params, tokenizer, step = loop.restore_student(config, workdir, which)
-  params = jax.device_get(params)
-  export_hf_folder(model.config, params, tokenizer, out_dir)
-  meta = {
-      "workdir": os.path.abspath(workdir),
-      "checkpoint": str(which),
-      "step": int(step),
-      "config_name": config.get("name", ""),
-      "num_params": int(sum(np.size(v) for v in _flatten(params).values())),
-      "weights_sha256": weights_sha256(out_dir),
-  }
-  with open(os.path.join(out_dir, EXPORT_META), "w", encoding="utf-8") as f:
-    json.dump(meta, f, indent=2, sort_keys=True)
-  return meta

@@ -1,17 +1,11 @@
-"""Offline teacher cache: run the frozen wav2vec2 teacher once, store what distillation reads.
+"""Offline teacher cache: its storage format, and reading it back for distillation.
 
-A distillation step needs, per utterance, the teacher's log-probabilities at temperature 1 (the
-KL term tempers both sides itself, see `losses/distill.py`) and optionally some hidden states.
-`build_cache` runs the teacher over an `AsrDataset` once, in the order and with the padded
-shapes of `pipeline.eval_batches`, and writes them to disk; `open_cache` checks that a cache
+The writer (`train/teacher_cache.py`) runs a frozen teacher (`models/teacher.py`) once over a
+dataset; this module defines what it stores and reads it: `open_cache` checks that a cache
 belongs to the teacher, storage format and audio at hand, and `TeacherCache.batch` returns the
-padded arrays the online teacher would have produced for a pipeline batch, so the KD step reads
-them instead of running the teacher.
+padded arrays the online teacher would have produced for a pipeline batch. The reader is given
+the teacher's frame-count function (`Teacher.num_frames`); it never runs a model.
 
-What the teacher gives (`make_teacher_fn`, shared by the offline and online paths):
-waveform [B, S] -> `normalize_waveform` (when `config.do_normalize`) -> `Wav2Vec2ForCTC` ->
-`log_softmax` in float32. Only valid frames are stored (their count is the conv-stack length of
-the utterance's samples, `wav2vec2.conv_output_lengths`).
 
 Storage (per utterance, valid frames only; N = the shard's total frames):
   full (`top_k=0`): `log_probs.npy` float16 [N, V].
@@ -27,7 +21,8 @@ top-k values leaves the sum off 1 by up to ~1e-3 relative; renormalizing shifts 
 by that constant).
 
 On-disk layout of `out_dir`:
-  cache_meta.json        teacher (path, `params_fingerprint`, config, compute dtype), storage
+  cache_meta.json        teacher (path, `models.teacher.params_fingerprint`,
+                         `Teacher.describe()`, compute dtype, padding invariance), storage
                          format (dtypes, top_k, layers, hidden size), vocabulary, frame rate,
                          manifest path, audio hash of the whole set, `complete` flag.
   shards/00000/          one folder per shard of `shard_size` consecutive utterances (in
@@ -40,8 +35,8 @@ either complete or absent. Re-running `build_cache` skips shards whose ids, padd
 audio hashes match the plan (an unchanged corpus is a no-op: no file is rewritten), rebuilds the
 others, and deletes shards that are no longer part of the plan.
 
-Identity checks. `params_fingerprint` is the sha256 over every param leaf (key path, dtype,
-shape, bytes; leaves sorted by key path), so a cache is tied to the exact weights, not to a file
+Identity checks. `models.teacher.params_fingerprint` is the sha256 over every param leaf (key
+path, dtype, shape, bytes; leaves sorted by key path), so a cache is tied to the exact weights, not to a file
 name. The audio of each utterance is identified by the sha256 of its decoded int16 samples as
 `AsrDataset.audio` holds them (what the teacher actually saw, independent of file format,
 path or mtime). `open_cache` raises ValueError naming the mismatch: another teacher, another
@@ -55,8 +50,8 @@ others (group norm over the padded length, or no attention mask) they do, so eac
 records the padded length it was computed at and `TeacherCache.batch` refuses another one. The
 pipeline pads an utterance to its bucket's length, a function of its own length, so training
 batches built with the same `BucketSpec` always match. `TeacherCache.batch(ids, num_samples)`
-returns [B, Tt, V] with Tt = `wav2vec2.num_frames(config, num_samples)`, exactly the online
-teacher's frame count for that padded length.
+returns [B, Tt, V] with Tt = `Teacher.num_frames(num_samples)`, exactly the online teacher's
+frame count for that padded length.
 
 Tolerances: float16 rounding errs by at most half a float16 spacing, <= 2^-11 |x| (~4.9e-4 |x|):
 for log-probs 9.8e-4 in [-4, -2), 2.0e-3 in [-8, -4), 3.9e-3 in [-16, -8). Hidden states
@@ -71,60 +66,36 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import hashlib
 import json
-import logging
 import math
 import os
 import re
-import shutil
 import threading
-import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import tqdm
 
-from distill_jax import text as text_lib
 from distill_jax.data import pipeline
-from distill_jax.models import wav2vec2 as w2v
 
 META_FILE = "cache_meta.json"
 SHARDS_DIR = "shards"
 INDEX_FILE = "index.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the teacher is described by `Teacher.describe()`, padding invariance stored
 LOG_PROBS_DTYPE = np.float16
 HIDDEN_DTYPE = np.float16
 REST_DTYPE = np.float32
-_SHARD_RE = re.compile(r"^(\d{5})$")
+SHARD_RE = re.compile(r"^(\d{5})$")
 _MAX_OPEN_SHARDS = 64  # each memory-mapped field holds a file descriptor
 
 # Fields of cache_meta.json that must match for a cache to be resumed (the others describe the
 # corpus and may change between runs).
-_CORE_FIELDS = ("format_version", "teacher_fingerprint", "teacher_config", "compute_dtype",
+CORE_FIELDS = ("format_version", "teacher_fingerprint", "teacher_config", "compute_dtype",
                 "storage", "vocab", "frame_rate")
 
 
+
 # --------------------------------------------------------------------------- fingerprints
-
-
-def params_fingerprint(params: Any) -> str:
-  """sha256 hex digest of a params tree: every leaf's key path, dtype, shape and bytes.
-
-  Leaves are taken in the order of their sorted key paths (`jax.tree_util.keystr`), so the
-  digest depends on the values only, not on the container types or on numpy vs jax arrays.
-  """
-  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  items = sorted(((jax.tree_util.keystr(p), leaf) for p, leaf in leaves), key=lambda x: x[0])
-  h = hashlib.sha256()
-  for key, leaf in items:
-    a = np.ascontiguousarray(np.asarray(leaf))
-    h.update(f"{key}|{a.dtype.str}|{a.shape}\n".encode())
-    h.update(a.reshape(-1).view(np.uint8))
-  return h.hexdigest()
 
 
 def audio_fingerprint(samples: np.ndarray) -> str:
@@ -135,81 +106,15 @@ def audio_fingerprint(samples: np.ndarray) -> str:
   return h.hexdigest()
 
 
-def _set_fingerprint(ids: Iterable[str], hashes: Iterable[str]) -> str:
+def set_fingerprint(ids: Iterable[str], hashes: Iterable[str]) -> str:
   h = hashlib.sha256()
   for uid, ah in sorted(zip(ids, hashes)):
     h.update(f"{uid}\0{ah}\n".encode())
   return h.hexdigest()
 
 
-# --------------------------------------------------------------------------- teacher function
 
-
-def check_layers(config: w2v.Wav2Vec2Config, layers: Sequence[int]) -> tuple[int, ...]:
-  """Validates hidden-state indices (0..num_hidden_layers, no repeats); returns them as a tuple."""
-  out = []
-  for i in layers:
-    if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-      raise ValueError(f"layers: {i!r} is not an integer layer index")
-    if not 0 <= int(i) <= config.num_hidden_layers:
-      raise ValueError(f"layers: layer {int(i)} does not exist; the teacher's hidden states have "
-                       f"indices 0..{config.num_hidden_layers} (0 = the input embedding)")
-    if int(i) in out:
-      raise ValueError(f"layers: layer {int(i)} appears more than once in {tuple(layers)}")
-    out.append(int(i))
-  return tuple(out)
-
-
-def _check_top_k(top_k: Any, vocab_size: int) -> int:
-  if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
-    raise ValueError(f"top_k must be a non-negative integer, got {top_k!r}")
-  if top_k >= vocab_size:
-    raise ValueError(f"top_k={top_k} >= vocab_size={vocab_size}: use top_k=0 to store the full "
-                     f"distribution")
-  return int(top_k)
-
-
-def make_teacher_fn(config: w2v.Wav2Vec2Config, layers: Sequence[int] = (), top_k: int = 0,
-                    dtype: Any = jnp.float32) -> Callable[..., dict[str, jax.Array]]:
-  """The jitted teacher forward used by `build_cache`: `wav2vec2.make_teacher_fn` (which the
-  online distillation step calls) plus the top-k reduction.
-
-  `fn(params, waveform [B, S], paddings [B, S])` normalizes the waveform when
-  `config.do_normalize`, runs `Wav2Vec2ForCTC(config, dtype)` and returns (stop_gradient) a dict:
-    frame_paddings: [B, Tt] float32, 1.0 marks padding, Tt = `wav2vec2.num_frames(config, S)`.
-    log_probs: [B, Tt, V] float32 log_softmax of the logits (when top_k == 0).
-    topk_log_probs [B, Tt, k] float32 descending, topk_ids [B, Tt, k] int32, rest_log_mass
-      [B, Tt] float32 = log of the probability outside the top k (when top_k > 0).
-    hidden: [len(layers), B, Tt, D] float32 (when layers).
-  Cached per (config, layers, top_k, dtype), so repeated builds reuse the compiled programs.
-  """
-  return _teacher_fn(config, check_layers(config, layers), _check_top_k(top_k, config.vocab_size),
-                     jnp.dtype(dtype))
-
-
-@functools.lru_cache(maxsize=16)
-def _teacher_fn(config: w2v.Wav2Vec2Config, layers: tuple[int, ...], top_k: int,
-                dtype: np.dtype) -> Callable[..., dict[str, jax.Array]]:
-  teacher = w2v.make_teacher_fn(w2v.Wav2Vec2ForCTC(config, dtype=dtype), layers)
-
-  def fn(params, waveform, paddings):
-    out = teacher(params, jnp.asarray(waveform, jnp.float32), jnp.asarray(paddings, jnp.float32))
-    log_probs = out["log_probs"]
-    res = {"frame_paddings": out["paddings"]}
-    if top_k:
-      vals, ids = jax.lax.top_k(log_probs, top_k)
-      in_top = jnp.sum(jax.nn.one_hot(ids, config.vocab_size, dtype=jnp.int32), axis=-2) > 0
-      res["topk_log_probs"] = vals
-      res["topk_ids"] = ids.astype(jnp.int32)
-      res["rest_log_mass"] = jax.nn.logsumexp(jnp.where(in_top, -jnp.inf, log_probs), axis=-1)
-    else:
-      res["log_probs"] = log_probs
-    if layers:
-      res["hidden"] = out["hidden"]
-    return jax.lax.stop_gradient(res)
-
-  return jax.jit(fn)
-
+# --------------------------------------------------------------------------- top-k
 
 def densify(topk_log_probs: np.ndarray, topk_ids: np.ndarray, rest_log_mass: np.ndarray,
             vocab_size: int) -> np.ndarray:
@@ -249,44 +154,34 @@ def densify(topk_log_probs: np.ndarray, topk_ids: np.ndarray, rest_log_mass: np.
 # --------------------------------------------------------------------------- metadata
 
 
-def _ids_dtype(vocab_size: int) -> np.dtype:
+def ids_dtype(vocab_size: int) -> np.dtype:
   return np.dtype(np.uint8 if vocab_size <= 256 else np.int16)
 
 
-def _storage(config: w2v.Wav2Vec2Config, top_k: int, layers: tuple[int, ...]) -> dict:
-  s = {"vocab_size": config.vocab_size, "top_k": top_k, "layers": list(layers)}
+def storage_spec(vocab_size: int, hidden_size: int, top_k: int, layers: tuple[int, ...]) -> dict:
+  """The storage section of cache_meta.json: what is stored, in which dtypes."""
+  s = {"vocab_size": vocab_size, "top_k": top_k, "layers": list(layers)}
   if top_k:
     s.update(log_probs="topk", topk_log_probs_dtype=np.dtype(LOG_PROBS_DTYPE).name,
-             topk_ids_dtype=_ids_dtype(config.vocab_size).name,
+             topk_ids_dtype=ids_dtype(vocab_size).name,
              rest_log_mass_dtype=np.dtype(REST_DTYPE).name)
   else:
     s.update(log_probs="full", log_probs_dtype=np.dtype(LOG_PROBS_DTYPE).name)
   if layers:
-    s.update(hidden_dtype=np.dtype(HIDDEN_DTYPE).name, hidden_size=config.hidden_size)
+    s.update(hidden_dtype=np.dtype(HIDDEN_DTYPE).name, hidden_size=hidden_size)
   return s
 
 
-def _frame_rate(config: w2v.Wav2Vec2Config) -> dict:
-  hop = config.frame_rate_samples
-  return {"sample_rate": config.sampling_rate, "samples_per_frame": hop,
-          "frame_seconds": hop / config.sampling_rate, "conv_kernel": list(config.conv_kernel),
-          "conv_stride": list(config.conv_stride)}
-
-
-def _teacher_config(config: w2v.Wav2Vec2Config) -> dict:
-  return {"config": config.to_hf_dict(), "preprocessor": config.preprocessor_dict()}
-
-
-def _json_roundtrip(x: Any) -> Any:
+def json_roundtrip(x: Any) -> Any:
   return json.loads(json.dumps(x))
 
 
-def _read_json(path: str) -> Any:
+def read_json(path: str) -> Any:
   with open(path, encoding="utf-8") as f:
     return json.load(f)
 
 
-def _write_json_atomic(path: str, obj: Any) -> None:
+def write_json_atomic(path: str, obj: Any) -> None:
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(obj, f, indent=1, sort_keys=True)
@@ -294,7 +189,7 @@ def _write_json_atomic(path: str, obj: Any) -> None:
   os.replace(tmp, path)
 
 
-def _describe_mismatch(field: str, have: Any, want: Any) -> str:
+def describe_mismatch(field: str, have: Any, want: Any) -> str:
   if field == "teacher_fingerprint":
     return f"teacher params fingerprint {have[:16]}... vs {want[:16]}... (another teacher)"
   if field == "storage":
@@ -302,280 +197,20 @@ def _describe_mismatch(field: str, have: Any, want: Any) -> str:
     return "storage format differs in " + ", ".join(
         f"{k}={have.get(k)!r} vs {want.get(k)!r}" for k in diff)
   if field == "teacher_config":
-    diff = sorted(f"{part}.{k}={have[part].get(k)!r} vs {want[part].get(k)!r}"
-                  for part in ("config", "preprocessor")
-                  for k in set(have[part]) | set(want[part])
-                  if have[part].get(k) != want[part].get(k))
+    diff = sorted(f"{k}={h!r} vs {w!r}" for k, (h, w) in _flat_diff(have, want).items())
     return f"teacher config differs in {', '.join(diff)}"
   return f"{field}={have!r} vs {want!r}"
 
 
-# --------------------------------------------------------------------------- writing
+def _flat_diff(have: Any, want: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+  """{dotted key: (have, want)} where two JSON trees differ."""
+  if isinstance(have, dict) and isinstance(want, dict):
+    out = {}
+    for k in sorted(set(have) | set(want)):
+      out.update(_flat_diff(have.get(k), want.get(k), f"{prefix}{k}."))
+    return out
+  return {} if have == want else {prefix.rstrip("."): (have, want)}
 
-
-@dataclasses.dataclass(frozen=True)
-class _Planned:
-  """One utterance of the build plan."""
-  id: str
-  example: int  # index into dataset.examples
-  num_samples: int
-  padded_samples: int
-  num_frames: int
-  audio_sha256: str
-
-
-class _ShardWriter:
-  """Fills the preallocated fields of one shard in a temporary folder, then renames it."""
-
-  def __init__(self, final_dir: str, items: Sequence[_Planned], config: w2v.Wav2Vec2Config,
-               top_k: int, layers: tuple[int, ...]):
-    self.final_dir = final_dir
-    self.tmp_dir = f"{final_dir}.tmp-{os.getpid()}"
-    self.items = list(items)
-    self.pos = {it.id: j for j, it in enumerate(self.items)}
-    counts = [it.num_frames for it in self.items]
-    self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    n = int(self.offsets[-1])
-    if os.path.exists(self.tmp_dir):
-      shutil.rmtree(self.tmp_dir)
-    os.makedirs(self.tmp_dir)
-    mm = functools.partial(np.lib.format.open_memmap, mode="w+")
-    join = functools.partial(os.path.join, self.tmp_dir)
-    v = config.vocab_size
-    self.fields: dict[str, np.ndarray] = {}
-    if top_k:
-      self.fields["topk_log_probs"] = mm(join("topk_log_probs.npy"), dtype=LOG_PROBS_DTYPE,
-                                         shape=(n, top_k))
-      self.fields["topk_ids"] = mm(join("topk_ids.npy"), dtype=_ids_dtype(v), shape=(n, top_k))
-      self.fields["rest_log_mass"] = mm(join("rest_log_mass.npy"), dtype=REST_DTYPE, shape=(n,))
-    else:
-      self.fields["log_probs"] = mm(join("log_probs.npy"), dtype=LOG_PROBS_DTYPE, shape=(n, v))
-    if layers:
-      self.fields["hidden"] = mm(join("hidden.npy"), dtype=HIDDEN_DTYPE,
-                                 shape=(n, len(layers), config.hidden_size))
-    self.remaining = set(self.pos)
-
-  def add(self, uid: str, arrays: Mapping[str, np.ndarray]) -> None:
-    """arrays: per-utterance [n, ...] host arrays (hidden as [n, len(layers), D])."""
-    j = self.pos[uid]
-    a, b = self.offsets[j], self.offsets[j + 1]
-    for name, dst in self.fields.items():
-      src = arrays[name]
-      cast = src.astype(dst.dtype)
-      if cast.dtype.kind == "f":
-        finite = np.isfinite(cast) if name != "rest_log_mass" else ~np.isnan(cast)
-        if not np.all(finite):
-          raise ValueError(f"utterance {uid!r}: teacher {name} has non-finite values after the "
-                           f"cast to {dst.dtype} (max |x| = {np.nanmax(np.abs(src)):.4g})")
-      dst[a:b] = cast
-    self.remaining.discard(uid)
-
-  def finish(self) -> None:
-    for arr in self.fields.values():
-      arr.flush()
-    self.fields.clear()
-    index = {
-        "ids": [it.id for it in self.items],
-        "frame_offsets": [int(o) for o in self.offsets[:-1]],
-        "num_frames": [it.num_frames for it in self.items],
-        "num_samples": [it.num_samples for it in self.items],
-        "padded_samples": [it.padded_samples for it in self.items],
-        "audio_sha256": [it.audio_sha256 for it in self.items],
-    }
-    _write_json_atomic(os.path.join(self.tmp_dir, INDEX_FILE), index)
-    if os.path.exists(self.final_dir):  # a stale shard being rebuilt: move it out of the way
-      trash = f"{self.final_dir}.old-{os.getpid()}"
-      os.rename(self.final_dir, trash)
-      os.rename(self.tmp_dir, self.final_dir)
-      shutil.rmtree(trash)
-    else:
-      os.rename(self.tmp_dir, self.final_dir)
-
-
-def _shard_matches(shard_dir: str, items: Sequence[_Planned]) -> bool:
-  path = os.path.join(shard_dir, INDEX_FILE)
-  if not os.path.isfile(path):
-    return False
-  try:
-    index = _read_json(path)
-  except (OSError, ValueError):
-    return False
-  return (index.get("ids") == [it.id for it in items]
-          and index.get("audio_sha256") == [it.audio_sha256 for it in items]
-          and index.get("padded_samples") == [it.padded_samples for it in items]
-          and index.get("num_frames") == [it.num_frames for it in items])
-
-
-def _plan(config: w2v.Wav2Vec2Config, dataset: pipeline.AsrDataset
-          ) -> tuple[list[tuple[int, list[int]]], list[_Planned]]:
-  """eval_batches' plan (same seed/epoch/flags) and the utterances in its order."""
-  plan = dataset.epoch_plan(0, 0, shuffle=False, drop_remainder=False)
-  items = []
-  for bucket, indices in plan:
-    padded = dataset.buckets.bucket_samples(bucket)
-    for i in indices:
-      ex = dataset.examples[i]
-      items.append(_Planned(ex.id, i, ex.num_samples, padded,
-                            w2v.num_frames(config, ex.num_samples),
-                            audio_fingerprint(dataset.audio[ex.id])))
-  return plan, items
-
-
-def build_cache(config: w2v.Wav2Vec2Config, params: Any, dataset: pipeline.AsrDataset,
-                out_dir: str, *, top_k: int = 0, layers: Sequence[int] = (),
-                shard_size: int = 256, compute_dtype: Any = jnp.float32,
-                tokenizer: text_lib.CharTokenizer | None = None, teacher_path: str | None = None,
-                manifest_path: str | None = None, overwrite: bool = False,
-                progress: bool = True) -> dict[str, Any]:
-  """Runs the teacher over `dataset` and writes (or completes) a cache in `out_dir`.
-
-  Batches are those of `pipeline.eval_batches(dataset)` (same plan, same padded shapes, one
-  compiled program per bucket); batches whose utterances all lie in complete shards are not
-  assembled or run. The next batch is dispatched before the previous one is written.
-
-  Args:
-    config, params: the teacher (e.g. from `convert.hf_wav2vec2.load_teacher`).
-    dataset: the corpus, from `pipeline.prepare_dataset`.
-    out_dir: cache folder (created).
-    top_k: 0 stores the full float16 distribution; k > 0 the top-k summary.
-    layers: hidden-state indices to store (0..num_hidden_layers), in this order.
-    shard_size: utterances per shard (memory stays bounded: fields are memory-mapped).
-    compute_dtype: teacher compute dtype (jnp.bfloat16 is faster on accelerators; recorded).
-    tokenizer: its vocabulary is recorded (and checked by `open_cache(vocab=...)`).
-    teacher_path, manifest_path: recorded in the metadata.
-    overwrite: replace a cache built with another teacher or storage format (else an error).
-    progress: tqdm bar over utterances.
-
-  Returns:
-    dict: out_dir, num_utterances, num_shards, shards_written, shards_skipped, audio_hours,
-    seconds (wall time), compiled_shapes.
-
-  Raises:
-    ValueError: bad top_k/layers/shard_size, an existing cache in `out_dir` with another teacher
-      or format (naming the difference; use overwrite=True), non-finite teacher outputs (naming
-      the utterance), a tokenizer larger than the teacher's vocabulary.
-  """
-  start = time.time()
-  layers = check_layers(config, layers)
-  top_k = _check_top_k(top_k, config.vocab_size)
-  if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-    raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
-  if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
-    raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the teacher's "
-                     f"vocab_size is {config.vocab_size}")
-  out_dir = os.path.abspath(out_dir)
-  shards_root = os.path.join(out_dir, SHARDS_DIR)
-  meta_path = os.path.join(out_dir, META_FILE)
-
-  core = _json_roundtrip({
-      "format_version": FORMAT_VERSION,
-      "teacher_fingerprint": params_fingerprint(params),
-      "teacher_config": _teacher_config(config),
-      "compute_dtype": jnp.dtype(compute_dtype).name,
-      "storage": _storage(config, top_k, layers),
-      "vocab": dict(tokenizer.vocab) if tokenizer is not None else None,
-      "frame_rate": _frame_rate(config),
-  })
-  old = None
-  if not os.path.isfile(meta_path):  # shards without metadata cannot be trusted
-    shutil.rmtree(shards_root, ignore_errors=True)
-  else:
-    old = _read_json(meta_path)
-    diffs = [_describe_mismatch(f, old.get(f), core[f]) for f in _CORE_FIELDS
-             if old.get(f) != core[f]]
-    if diffs and not overwrite:
-      raise ValueError(f"{meta_path}: the existing cache does not match this build: "
-                       f"{'; '.join(diffs)}. Pass overwrite=True to replace it, or choose "
-                       f"another out_dir")
-    if diffs:
-      logging.info("teacher cache %s: overwriting (%s)", out_dir, "; ".join(diffs))
-      shutil.rmtree(shards_root, ignore_errors=True)
-      os.remove(meta_path)
-      old = None
-  os.makedirs(shards_root, exist_ok=True)
-  for name in os.listdir(shards_root):  # leftovers of an interrupted run
-    if ".tmp-" in name or ".old-" in name:
-      shutil.rmtree(os.path.join(shards_root, name), ignore_errors=True)
-
-  plan, items = _plan(config, dataset)
-  shards = [items[i:i + shard_size] for i in range(0, len(items), shard_size)]
-  shard_of = {it.id: j for j, shard in enumerate(shards) for it in shard}
-  dirs = [os.path.join(shards_root, f"{j:05d}") for j in range(len(shards))]
-  todo = {j for j, shard in enumerate(shards) if not _shard_matches(dirs[j], shard)}
-  meta = dict(core, teacher_path=teacher_path, manifest_path=manifest_path,
-              audio_sha256=_set_fingerprint([it.id for it in items],
-                                            [it.audio_sha256 for it in items]),
-              num_utterances=len(items), num_shards=len(shards), shard_size=shard_size,
-              bucket_boundaries=list(dataset.buckets.boundaries),
-              audio_seconds=sum(it.num_samples for it in items) / config.sampling_rate,
-              created_unix_time=(old or {}).get("created_unix_time", int(time.time())))
-  stale = [n for n in os.listdir(shards_root)
-           if _SHARD_RE.match(n) and int(n) >= len(shards)]
-  if old is None or ((todo or stale) and old.get("complete", False)):
-    # Until the shards are complete, the metadata says so (open_cache refuses the cache).
-    _write_json_atomic(meta_path, dict(meta, complete=False))
-
-  fn = make_teacher_fn(config, layers, top_k, compute_dtype)
-  if todo:  # once, not per batch (numpy params would be copied to the device at every call)
-    params = jax.device_put(params)
-  writers: dict[int, _ShardWriter] = {}
-  shapes: set[tuple[int, ...]] = set()
-  bar = tqdm.tqdm(total=sum(len(shards[j]) for j in todo), disable=not progress,
-                  desc="teacher cache", unit="utt")
-
-  def handle(batch, out):
-    out = jax.device_get(out)
-    valid = (np.asarray(out["frame_paddings"]) < 0.5).sum(axis=1)
-    for r, uid in enumerate(batch["ids"]):
-      uid = str(uid)
-      if not uid or shard_of[uid] not in todo:
-        continue
-      j = shard_of[uid]
-      if j not in writers:
-        writers[j] = _ShardWriter(dirs[j], shards[j], config, top_k, layers)
-      item = shards[j][writers[j].pos[uid]]
-      n = item.num_frames
-      if int(valid[r]) != n:
-        raise RuntimeError(f"utterance {uid!r}: the teacher returned {int(valid[r])} valid frames "
-                           f"for {item.num_samples} samples, the conv formula gives {n}")
-      arrays = {name: np.asarray(out[name][r, :n]) for name in
-                ("log_probs", "topk_log_probs", "topk_ids", "rest_log_mass") if name in out}
-      if layers:
-        arrays["hidden"] = np.swapaxes(np.asarray(out["hidden"][:, r, :n]), 0, 1)
-      writers[j].add(uid, arrays)
-      bar.update(1)
-      if not writers[j].remaining:
-        writers.pop(j).finish()
-
-  pending = None
-  for bucket, indices in plan:
-    if not any(shard_of[dataset.examples[i].id] in todo for i in indices):
-      continue
-    batch = dataset.assemble(bucket, indices)
-    shape = tuple(batch["waveform"].shape)
-    if shape not in shapes:
-      shapes.add(shape)
-      logging.info("teacher cache: compiling for input shape %s (%d shapes so far)", shape,
-                   len(shapes))
-    out = fn(params, batch["waveform"], batch["wave_paddings"])  # async dispatch
-    if pending is not None:
-      handle(*pending)
-    pending = (batch, out)
-  if pending is not None:
-    handle(*pending)
-  bar.close()
-  if writers:  # cannot happen: every planned utterance is in exactly one batch
-    raise RuntimeError(f"teacher cache: shards {sorted(writers)} were left incomplete")
-
-  for name in stale:  # shards no longer part of the plan
-    shutil.rmtree(os.path.join(shards_root, name))
-  final = _json_roundtrip(dict(meta, complete=True))
-  if _read_json(meta_path) != final:  # an unchanged cache is left untouched
-    _write_json_atomic(meta_path, final)
-  return {"out_dir": out_dir, "num_utterances": len(items), "num_shards": len(shards),
-          "shards_written": len(todo), "shards_skipped": len(shards) - len(todo),
-          "audio_hours": meta["audio_seconds"] / 3600, "seconds": time.time() - start,
-          "compiled_shapes": sorted(shapes)}
 
 
 # --------------------------------------------------------------------------- reading
@@ -597,27 +232,25 @@ class TeacherCache:
   Attributes:
     path: the cache folder.
     meta: the parsed cache_meta.json.
-    config: the teacher's `Wav2Vec2Config` (rebuilt from the metadata).
     top_k: 0 (full distributions) or k.
     layers: stored hidden-state indices.
     vocab_size: V.
-    padding_invariant: whether cached frames are independent of the padded length (stable
-      layer norm family with attention mask); if not, `batch` requires each utterance's padded
+    padding_invariant: whether cached frames are independent of the padded length
+      (`Teacher.padding_invariant`); if not, `batch` requires each utterance's padded
       length to be the one it was cached at.
   """
 
-  def __init__(self, path: str, meta: dict, index: dict[str, _Location], shard_dirs: list[str]):
+  def __init__(self, path: str, meta: dict, index: dict[str, _Location], shard_dirs: list[str],
+               num_frames: Callable[[int], int]):
     self.path = path
     self.meta = meta
-    tc = meta["teacher_config"]
-    self.config = w2v.Wav2Vec2Config.from_hf_dict(tc["config"], tc["preprocessor"])
     storage = meta["storage"]
     self.top_k = int(storage["top_k"])
     self.layers = tuple(int(i) for i in storage["layers"])
     self.vocab_size = int(storage["vocab_size"])
-    self.hidden_size = int(storage.get("hidden_size", self.config.hidden_size))
-    self.padding_invariant = (self.config.attention_mask
-                              and self.config.feat_extract_norm == "layer")
+    self.hidden_size = int(storage.get("hidden_size", 0))
+    self.padding_invariant = bool(meta["padding_invariant"])
+    self._num_frames = num_frames
     self._index = index
     self._shard_dirs = shard_dirs
     self._open: collections.OrderedDict[int, dict[str, np.ndarray]] = collections.OrderedDict()
@@ -635,7 +268,7 @@ class TeacherCache:
 
   def num_frames(self, num_samples: int) -> int:
     """Static teacher frame count Tt for a padded length of `num_samples` samples."""
-    return w2v.num_frames(self.config, num_samples)
+    return int(self._num_frames(num_samples))
 
   def _fields(self, shard: int) -> dict[str, np.ndarray]:
     with self._lock:
@@ -721,9 +354,8 @@ class TeacherCache:
       if not self.padding_invariant and loc.padded_samples != num_samples:
         raise ValueError(
             f"utterance {uid!r} was cached at padded length {loc.padded_samples} but the batch "
-            f"pads it to {num_samples}; this teacher (feat_extract_norm="
-            f"{self.config.feat_extract_norm!r}, attention mask {self.config.attention_mask}) "
-            f"depends on padding, so use the BucketSpec the cache was built with "
+            f"pads it to {num_samples}; this teacher's frames depend on padding (e.g. a "
+            f"group-norm wav2vec2), so use the BucketSpec the cache was built with "
             f"(teacher cache {self.path})")
       u = self.utterance(uid)
       log_probs[r, :n] = u["log_probs"]
@@ -743,7 +375,7 @@ class TeacherCache:
 def _load_index(path: str, meta: dict) -> tuple[dict[str, _Location], list[str]]:
   root = os.path.join(path, SHARDS_DIR)
   names = sorted(n for n in (os.listdir(root) if os.path.isdir(root) else [])
-                 if _SHARD_RE.match(n))
+                 if SHARD_RE.match(n))
   expected = [f"{j:05d}" for j in range(int(meta.get("num_shards", 0)))]
   if names != expected:
     missing = sorted(set(expected) - set(names))
@@ -758,7 +390,7 @@ def _load_index(path: str, meta: dict) -> tuple[dict[str, _Location], list[str]]
     dirs.append(d)
     p = os.path.join(d, INDEX_FILE)
     try:
-      idx = _read_json(p)
+      idx = read_json(p)
     except (OSError, ValueError) as e:
       raise ValueError(f"{p}: cannot read shard index: {e}") from e
     for uid, off, n, ns, ps, ah in zip(idx["ids"], idx["frame_offsets"], idx["num_frames"],
@@ -773,14 +405,18 @@ def _load_index(path: str, meta: dict) -> tuple[dict[str, _Location], list[str]]
 def open_cache(path: str, expected_teacher_fingerprint: str | None, *,
                top_k: int | None = None, layers: Sequence[int] | None = None,
                vocab: Mapping[str, int] | None = None,
-               config: w2v.Wav2Vec2Config | None = None, compute_dtype: Any = None,
-               dataset: pipeline.AsrDataset | None = None) -> TeacherCache:
+               description: Mapping[str, Any] | None = None, compute_dtype: str | None = None,
+               dataset: pipeline.AsrDataset | None = None,
+               num_frames: Callable[[int], int]) -> TeacherCache:
   """Opens a complete cache after checking it matches what the caller expects.
 
   Args:
     path: cache folder written by `build_cache`.
-    expected_teacher_fingerprint: `params_fingerprint(teacher_params)`; None skips the check.
-    top_k, layers, vocab, config, compute_dtype: when given, must equal what the cache stores.
+    expected_teacher_fingerprint: `models.teacher.params_fingerprint(teacher_params)`; None
+      skips the check.
+    top_k, layers, vocab, description (`Teacher.describe()`), compute_dtype ('float32', ...):
+      when given, must equal what the cache stores.
+    num_frames: the teacher's frame count for a padded length (`Teacher.num_frames`).
     dataset: when given, every one of its utterances must be cached with the same audio
       (sha256 of its decoded int16 samples).
 
@@ -795,7 +431,7 @@ def open_cache(path: str, expected_teacher_fingerprint: str | None, *,
   if not os.path.isfile(meta_path):
     raise FileNotFoundError(f"{path}: no {META_FILE}; not a teacher cache (build it with "
                             f"build_cache)")
-  meta = _read_json(meta_path)
+  meta = read_json(meta_path)
   if meta.get("format_version") != FORMAT_VERSION:
     raise ValueError(f"{meta_path}: format_version={meta.get('format_version')!r}, this code "
                      f"reads {FORMAT_VERSION}; rebuild the cache")
@@ -812,12 +448,11 @@ def open_cache(path: str, expected_teacher_fingerprint: str | None, *,
     problems.append(f"it stores top_k={storage['top_k']}, expected top_k={top_k}")
   if layers is not None and list(storage["layers"]) != [int(i) for i in layers]:
     problems.append(f"it stores layers={storage['layers']}, expected layers={list(layers)}")
-  if compute_dtype is not None and meta["compute_dtype"] != jnp.dtype(compute_dtype).name:
-    problems.append(f"it was computed in {meta['compute_dtype']}, expected "
-                    f"{jnp.dtype(compute_dtype).name}")
-  if config is not None and meta["teacher_config"] != _json_roundtrip(_teacher_config(config)):
-    problems.append(_describe_mismatch("teacher_config", meta["teacher_config"],
-                                       _json_roundtrip(_teacher_config(config))))
+  if compute_dtype is not None and meta["compute_dtype"] != compute_dtype:
+    problems.append(f"it was computed in {meta['compute_dtype']}, expected {compute_dtype}")
+  if description is not None and meta["teacher_config"] != json_roundtrip(description):
+    problems.append(describe_mismatch("teacher_config", meta["teacher_config"],
+                                      json_roundtrip(description)))
   if vocab is not None:
     if meta.get("vocab") is None:
       problems.append("it records no vocabulary (built without a tokenizer), expected one")
@@ -843,7 +478,7 @@ def open_cache(path: str, expected_teacher_fingerprint: str | None, *,
                        f"{changed[0]!r} has a different audio hash (decoded samples)"
                        + (f", and {len(changed) - 1} more: {changed[1:6]}" if len(changed) > 1
                           else "") + "; re-run build_cache to refresh those shards")
-  return TeacherCache(path, meta, index, dirs)
+  return TeacherCache(path, meta, index, dirs, num_frames)
 
 
 def cache_stats(path: str) -> dict[str, Any]:
@@ -857,7 +492,7 @@ def cache_stats(path: str) -> dict[str, Any]:
   meta_path = os.path.join(path, META_FILE)
   if not os.path.isfile(meta_path):
     raise FileNotFoundError(f"{path}: no {META_FILE}; not a teacher cache")
-  meta = _read_json(meta_path)
+  meta = read_json(meta_path)
   disk = 0
   by_field: dict[str, int] = collections.Counter()
   for root, _, files in os.walk(path):

@@ -9,6 +9,7 @@ import ml_collections
 from distill_jax.audio import features as feats_lib
 from distill_jax.models import encoders
 from distill_jax.models import wav2vec2 as w2v
+from distill_jax.models.wav2vec2_trainee import Wav2Vec2Trainee
 from distill_jax.models.heads import attention_decoder, transducer
 from distill_jax.models.student import (AttentionStudent, CtcStudent, SpecAugment,
                                         TransducerStudent, Vtlp)
@@ -45,7 +46,7 @@ def wav2vec2_config(cfg: ml_collections.ConfigDict,
     raise ValueError(f"config.model.wav2vec2: {e}") from None
 
 
-def build_wav2vec2(cfg: ml_collections.ConfigDict, vocab_size: int) -> w2v.Wav2Vec2Trainee:
+def build_wav2vec2(cfg: ml_collections.ConfigDict, vocab_size: int) -> Wav2Vec2Trainee:
   """A wav2vec2 CTC model with the student's contract; the log-mel `frontend` is not used."""
   if cfg.head != "ctc":
     raise ValueError(f"config.model.head={cfg.head!r}: the wav2vec2 model has a CTC head only")
@@ -60,8 +61,8 @@ def build_wav2vec2(cfg: ml_collections.ConfigDict, vocab_size: int) -> w2v.Wav2V
       raise ValueError(f"config.model.speed_perturb: needs 0 < min_factor <= max_factor, got "
                        f"{lo}, {hi}")
     speed = (float(lo), float(hi))
-  return w2v.Wav2Vec2Trainee(wav2vec2_config(cfg, vocab_size), time_masking=cfg.specaug_enabled,
-                             speed=speed)
+  return Wav2Vec2Trainee(wav2vec2_config(cfg, vocab_size), time_masking=cfg.specaug_enabled,
+                         speed=speed)
 
 
 def build_student(cfg: ml_collections.ConfigDict, vocab_size: int, *, bos_id: int = 1,

@@ -30,7 +30,7 @@ normed state that feeds the CTC head is returned separately as `last_hidden_stat
 On GPU/TPU, float32 matmuls may run at reduced precision by default (TF32, bf16 passes); wrap the
 call in `jax.default_matmul_precision("highest")` when exactness to transformers matters there.
 
-Training from scratch (`Wav2Vec2Trainee`, the demo teacher): the student's call contract
+Training from scratch (`models/wav2vec2_trainee.py`, the demo teacher): the student's call contract
 around `Wav2Vec2ForCTC`, with the same params tree, so a trained checkpoint exports to a
 transformers folder as is. Its optional time masking is wav2vec2's SpecAugment
 (`mask_time_prob`, `mask_time_length`, `mask_time_min_masks`): spans of feature-projection
@@ -46,16 +46,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import logging
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill_jax.audio import speed as speed_lib
 
 Array = jax.Array
 Dtype = Any
@@ -650,45 +648,6 @@ class Wav2Vec2ForCTC(nn.Module):
     }
 
 
-class Wav2Vec2Trainee(nn.Module):
-  """`Wav2Vec2ForCTC` with the student's call contract, for training one from scratch.
-
-  waveform [B, S] + wave_paddings [B, S] (raw audio, as the input pipeline gives it) -> dict(
-  logits [B, T, V], paddings [B, T], hidden_states [L+1, B, T, D], encoder_outputs [B, T, D]),
-  so the CTC train step, evaluation and decoding treat it as any student (`models/build.py`,
-  `config.model.encoder='wav2vec2'`). The waveform is normalized first when
-  `config.do_normalize` (what the exported folder's processor does). The params tree IS
-  `Wav2Vec2ForCTC(config)`'s (`wav2vec2`, `lm_head`; the wrapped module shares this scope), so
-  `convert.hf_wav2vec2.export_hf_folder` exports a trained checkpoint unchanged.
-
-  Attributes:
-    config: architecture (transformers `Wav2Vec2Config` fields).
-    dtype: compute dtype.
-    time_masking: SpecAugment time masks in training (`mask_time_prob`; RNG 'specaug').
-    speed: (min, max) speed-perturbation factors drawn per utterance in training (RNG
-      'augment', audio/speed.py: a new voice and rate for a waveform model); None: off.
-  """
-  config: Wav2Vec2Config
-  dtype: Dtype = jnp.float32
-  time_masking: bool = False
-  speed: tuple[float, float] | None = None
-
-  def setup(self):
-    self.ctc = Wav2Vec2ForCTC(self.config, self.dtype, self.time_masking)
-    nn.share_scope(self, self.ctc)
-
-  def __call__(self, waveform: Array, wave_paddings: Array, *, train: bool) -> dict[str, Array]:
-    if train and self.speed is not None:
-      factors = speed_lib.random_factors(self.make_rng("augment"), waveform.shape[0],
-                                         *self.speed)
-      waveform, wave_paddings = speed_lib.speed_perturb(waveform, wave_paddings, factors)
-    x = (normalize_waveform(waveform, wave_paddings) if self.config.do_normalize
-         else jnp.asarray(waveform, jnp.float32))
-    out = self.ctc(x, wave_paddings, deterministic=not train)
-    return dict(logits=out["logits"], paddings=out["frame_paddings"],
-                hidden_states=out["hidden_states"], encoder_outputs=out["last_hidden_state"])
-
-
 def init_params(config: Wav2Vec2Config, seed: int = 0) -> dict[str, Any]:
   """Random float32 params for tests and benchmarks (real ones come from the converter).
 
@@ -730,52 +689,3 @@ def param_shapes(config: Wav2Vec2Config) -> dict[str, Any]:
   x = jax.ShapeDtypeStruct((1, n), jnp.float32)
   return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(x.shape),
                                            jnp.zeros(x.shape)))["params"]
-
-
-class TeacherForward:
-  """One jitted forward for padded buckets; logs each newly compiled [B, S] shape.
-
-  Usage: `fwd = TeacherForward(config); out = fwd(params, waveform, paddings)`.
-  """
-
-  def __init__(self, config: Wav2Vec2Config, dtype: Dtype = jnp.float32):
-    self.model = Wav2Vec2ForCTC(config, dtype=dtype)
-    self._fn = jax.jit(lambda p, w, m: self.model.apply({"params": p}, w, m))
-    self.compiled_shapes: set[tuple[int, ...]] = set()
-
-  def __call__(self, params: Any, waveform: Array, paddings: Array) -> dict[str, Array]:
-    shape = tuple(waveform.shape)
-    if shape not in self.compiled_shapes:
-      self.compiled_shapes.add(shape)
-      logging.info("wav2vec2 teacher: compiling for input shape %s (%d shapes so far)", shape,
-                   len(self.compiled_shapes))
-    return self._fn(params, waveform, paddings)
-
-
-def make_teacher_fn(model: Wav2Vec2ForCTC, layers: Sequence[int] = ()):
-  """The frozen teacher as the distillation step calls it (see train/steps.py `TeacherFn`).
-
-  Returns fn(params, waveform [B, S], wave_paddings [B, S]) -> dict(
-    log_probs [B, Tt, V] float32 (temperature 1), paddings [B, Tt],
-    hidden [P, B, Tt, D] float32: hidden_states[layers] (P = len(layers), may be 0)).
-  The waveform is normalized first when the teacher's config asks for it (as its processor
-  would); dropout is off.
-  """
-  layers = tuple(int(i) for i in layers)
-  n = model.config.num_hidden_layers + 1
-  bad = [i for i in layers if not 0 <= i < n]
-  if bad:
-    raise ValueError(f"teacher layer(s) {bad} do not exist: the teacher has hidden states "
-                     f"0..{n - 1} (0 = the input of the first transformer layer)")
-
-  def fn(params, waveform, wave_paddings):
-    x = (normalize_waveform(waveform, wave_paddings) if model.config.do_normalize
-         else waveform)
-    out = model.apply({"params": params}, x, wave_paddings, deterministic=True)
-    states = out["hidden_states"]
-    hidden = (states[jnp.asarray(layers)].astype(jnp.float32) if layers
-              else jnp.zeros((0,) + states.shape[1:], jnp.float32))
-    return dict(log_probs=jax.nn.log_softmax(out["logits"], axis=-1),
-                paddings=out["frame_paddings"], hidden=hidden)
-
-  return fn

@@ -1,39 +1,49 @@
 """The frozen teacher of a distillation run, from `config.distill`.
 
-`load_teacher(config, tokenizer)` restores a converted teacher (`launch/convert_teacher.py`
-output; a Hugging Face folder works too and is converted in memory), checks that its vocabulary
-is the student's (the KL term compares posteriors id by id), fingerprints its params (recorded
-in checkpoints: resuming with another teacher is an error), and opens the offline cache when
-`config.distill.cache` is set. `kd_spec` turns the config into the step's `KdSpec`.
+`convert.teacher_folder.load_folder(path)` reads a teacher folder of any supported family into
+the one interface (`models/teacher.py`). `load_teacher(config, tokenizer)` adds what a run
+needs: the vocabulary check against
+the student's (the KL term compares posteriors id by id), the params fingerprint (recorded in
+checkpoints: resuming with another teacher is an error), the hidden layers the config maps, and
+the offline cache when `config.distill.cache` is set. `kd_spec` turns the config into the
+step's `KdSpec`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any
 
+import jax
 import ml_collections
 
 from distill_jax import text as text_lib
-from distill_jax.adapters import export as adapter_export
-from distill_jax.convert import hf_wav2vec2
+from distill_jax.adapters import merge as adapter_merge
+from distill_jax.convert import teacher_folder
 from distill_jax.data import teacher_cache
-from distill_jax.losses import distill as kd
-from distill_jax.models import wav2vec2 as w2v
+from distill_jax.models import projection
+from distill_jax.models import teacher as teacher_lib
 from distill_jax.train import steps
 
 
 @dataclasses.dataclass
-class Teacher:
+class RunTeacher:
+  """A run's teacher: the interface, the layers the config maps, and (optional) its cache."""
   path: str
-  config: w2v.Wav2Vec2Config
-  params: Any
+  teacher: teacher_lib.Teacher
   fingerprint: str
   layers: tuple[int, ...]
-  fn: steps.TeacherFn
   cache: teacher_cache.TeacherCache | None = None
+
+  @property
+  def params(self) -> Any:
+    return self.teacher.params
+
+  def forward(self, params: Any, waveform: jax.Array,
+              paddings: jax.Array) -> teacher_lib.TeacherOutput:
+    """The online teacher as the distillation step calls it (the run's layers)."""
+    return self.teacher.forward(params, waveform, paddings, self.layers)
 
 
 def student_layers(config: ml_collections.ConfigDict) -> int:
@@ -41,23 +51,24 @@ def student_layers(config: ml_collections.ConfigDict) -> int:
 
 
 def layer_pairs(config: ml_collections.ConfigDict,
-                teacher_config: w2v.Wav2Vec2Config) -> tuple[tuple[int, int], ...]:
+                teacher: teacher_lib.Teacher) -> tuple[tuple[int, int], ...]:
   d = config.distill
   if not d.gamma:
     return ()
   pairs = [tuple(p) for p in d.layer_pairs] if d.layer_mapping == "explicit" else None
-  return kd.layer_mapping(d.layer_mapping, student_layers(config),
-                          teacher_config.num_hidden_layers, k=d.layer_k or None, pairs=pairs)
+  return projection.layer_mapping(d.layer_mapping, student_layers(config),
+                                  teacher.num_hidden_states - 1, k=d.layer_k or None,
+                                  pairs=pairs)
 
 
-def frame_ratio(config: ml_collections.ConfigDict, teacher_config: w2v.Wav2Vec2Config) -> int:
+def frame_ratio(config: ml_collections.ConfigDict, teacher: teacher_lib.Teacher) -> int:
   """Teacher frames per student frame: `config.distill.frame_ratio`, or (0) from the hops."""
   if config.distill.frame_ratio:
     return int(config.distill.frame_ratio)
   frontend = config.model.frontend
   student_hop = (round(frontend.sample_rate * frontend.hop_ms / 1000)
                  * config.model[config.model.encoder].subsampling)
-  teacher_hop = math.prod(teacher_config.conv_stride)
+  teacher_hop = teacher.frame_samples
   if student_hop % teacher_hop:
     raise ValueError(
         f"mismatched frame rates without an alignment rule: student frames every {student_hop} "
@@ -66,39 +77,37 @@ def frame_ratio(config: ml_collections.ConfigDict, teacher_config: w2v.Wav2Vec2C
   return student_hop // teacher_hop
 
 
-def kd_spec(config: ml_collections.ConfigDict, teacher: Teacher) -> steps.KdSpec:
+def kd_spec(config: ml_collections.ConfigDict, teacher: RunTeacher) -> steps.KdSpec:
   d = config.distill
-  pairs = layer_pairs(config, teacher.config)
+  pairs = layer_pairs(config, teacher.teacher)
   return steps.KdSpec(alpha=d.alpha, beta=d.beta, gamma=d.gamma, temperature=d.temperature,
                       blank_weight=d.blank_weight, blank_threshold=d.blank_threshold,
-                      frame_ratio=frame_ratio(config, teacher.config),
+                      frame_ratio=frame_ratio(config, teacher.teacher),
                       hard_labels=d.hard_labels, layer_pairs=pairs, hidden_loss=d.hidden_loss,
-                      teacher_dim=teacher.config.hidden_size if pairs else 0)
+                      teacher_dim=teacher.teacher.hidden_size if pairs else 0)
 
 
 def load_teacher(config: ml_collections.ConfigDict,
-                 tokenizer: text_lib.CharTokenizer) -> Teacher:
+                 tokenizer: text_lib.CharTokenizer) -> RunTeacher:
   """Restores `config.distill.teacher` and checks it against the student's tokenizer."""
   path = config.distill.teacher
   if not path or not os.path.isdir(path):
     raise FileNotFoundError(f"config.distill.teacher={path!r} is not a folder (a converted "
                             "teacher from launch.convert_teacher, or a Hugging Face folder)")
-  if os.path.exists(os.path.join(path, "teacher.json")):
-    t_config, params, t_tok, _ = hf_wav2vec2.load_teacher(path)
-  else:
-    t_config, params, t_tok = hf_wav2vec2.load_hf_folder(path)
+  teacher, t_tok = teacher_folder.load_folder(path)
   if config.distill.teacher_adapter:  # an adapted teacher (launch/adapt.py)
-    params = adapter_export.merge_saved_adapters(params, config.distill.teacher_adapter)
+    teacher = teacher.with_params(adapter_merge.merge_saved_adapters(
+        teacher.params, config.distill.teacher_adapter))
   try:
-    kd.check_vocab_match(tokenizer.vocab, t_tok.vocab)
+    teacher_lib.check_vocab_match(tokenizer.vocab, t_tok.vocab)
   except ValueError as e:
     raise ValueError(f"teacher {path}: {e}") from e
-  layers = tuple(t for _, t in layer_pairs(config, t_config))
-  teacher = Teacher(path=path, config=t_config, params=params,
-                    fingerprint=teacher_cache.params_fingerprint(params), layers=layers,
-                    fn=w2v.make_teacher_fn(w2v.Wav2Vec2ForCTC(t_config), layers))
+  layers = tuple(t for _, t in layer_pairs(config, teacher))
+  run_teacher = RunTeacher(path=path, teacher=teacher,
+                           fingerprint=teacher_lib.params_fingerprint(teacher.params),
+                           layers=layers)
   if config.distill.cache:
-    teacher.cache = teacher_cache.open_cache(config.distill.cache, teacher.fingerprint,
-                                             layers=layers, vocab=tokenizer.vocab,
-                                             config=t_config)
-  return teacher
+    run_teacher.cache = teacher_cache.open_cache(
+        config.distill.cache, run_teacher.fingerprint, layers=layers, vocab=tokenizer.vocab,
+        description=teacher.describe(), num_frames=teacher.num_frames)
+  return run_teacher

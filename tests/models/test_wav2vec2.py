@@ -208,19 +208,6 @@ def test_dropout_only_when_not_deterministic():
   assert not np.allclose(a, b)
 
 
-def test_teacher_forward_counts_compiled_shapes(caplog):
-  cfg = tiny_config("layer")
-  params = w2v.init_params(cfg, 4)
-  fwd = w2v.TeacherForward(cfg)
-  x, pad = padded_batch()
-  with caplog.at_level("INFO"):
-    a = fwd(params, x, pad)
-    fwd(params, x + 1, pad)
-  assert fwd.compiled_shapes == {(3, 4000)}
-  assert sum("compiling" in r.getMessage() for r in caplog.records) == 1
-  np.testing.assert_allclose(a["logits"], _apply(fwd.model, params, x, pad)["logits"], atol=1e-6)
-
-
 def test_config_round_trips_and_rejects_unsupported():
   cfg = tiny_config("layer")
   hf = cfg.to_hf_dict()

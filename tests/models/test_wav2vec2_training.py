@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from configs import demo, demo_teacher
-from distill_jax import evaluate
+from distill_jax.models.wav2vec2_trainee import Wav2Vec2Trainee
+from distill_jax.train import runs
+from distill_jax.jobs import evaluate
 from distill_jax import text as text_lib
 from distill_jax.audio import io as audio_io
 from distill_jax.convert import hf_wav2vec2
@@ -73,7 +75,7 @@ def _count(model) -> int:
 def test_builds_from_config_with_the_computed_param_count():
   cfg = _model_config()
   model = build.build_student(cfg, 32)
-  assert isinstance(model, w2v.Wav2Vec2Trainee) and model.time_masking
+  assert isinstance(model, Wav2Vec2Trainee) and model.time_masking
   assert model.config.vocab_size == 32 and model.config.frame_rate_samples == 320
   assert _count(model) == _expected_params(TINY_W2V, 32)
   # The params tree is Wav2Vec2ForCTC's, so the converter exports it unchanged.
@@ -185,22 +187,22 @@ def test_warm_start_from_a_hugging_face_folder_takes_its_weights(tmp_path):
   weights = w2v.init_params(cfg, seed=5)
   folder = hf_wav2vec2.export_hf_folder(cfg, weights, tokenizer, str(tmp_path / "hf"))
   zeros = jax.tree.map(np.zeros_like, weights)
-  loaded = loop.warm_start_params(config, folder, zeros, tokenizer)
+  loaded = warm_start.warm_start_params(config, folder, zeros, tokenizer)
   assert jax.tree.structure(loaded) == jax.tree.structure(weights)
   for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(weights)):
     np.testing.assert_array_equal(a, b)
   # Regularization and masking may differ (warm_start.HF_WARM_START_FREE); the architecture may not.
   config.model.wav2vec2.hidden_dropout = 0.1
   config.model.wav2vec2.mask_time_prob = 0.2
-  loop.warm_start_params(config, folder, zeros, tokenizer)
+  warm_start.warm_start_params(config, folder, zeros, tokenizer)
   config.model.wav2vec2.hidden_act = "relu"
   with pytest.raises(ValueError, match=r"differs from config.model.wav2vec2 in hidden_act "
                                        r"\('gelu' there, 'relu' here\)"):
-    loop.warm_start_params(config, folder, zeros, tokenizer)
+    warm_start.warm_start_params(config, folder, zeros, tokenizer)
   config.model.wav2vec2.hidden_act = "gelu"
   other = text_lib.CharTokenizer({**tokenizer.vocab, "@": tokenizer.vocab_size})
   with pytest.raises(ValueError, match="vocab.json .* is not this run's vocabulary"):
-    loop.warm_start_params(config, folder, zeros, other)
+    warm_start.warm_start_params(config, folder, zeros, other)
   with pytest.raises(ValueError, match=r"first \['lm_head'\]\['bias'\]: \(32,\) there, "
                                        r"\(33,\) here"):
     bigger = jax.tree.map(np.zeros_like, w2v.init_params(
@@ -208,7 +210,7 @@ def test_warm_start_from_a_hugging_face_folder_takes_its_weights(tmp_path):
     warm_start.check_params_fit(folder, weights, bigger)
   student = tiny_config.get_config("unused")
   with pytest.raises(ValueError, match="only a wav2vec2 model"):
-    loop.warm_start_params(student, folder, zeros, tokenizer)
+    warm_start.warm_start_params(student, folder, zeros, tokenizer)
 
 
 # --- the loop, evaluation, export, KD -------------------------------------------------------------
@@ -243,9 +245,13 @@ def test_loop_trains_it_and_the_loss_decreases(trained):
 
 @pytest.mark.slow  # trains 30 steps through the loop (module fixture)
 def test_eval_restores_it(trained):
-  config, workdir, _ = trained
-  res = evaluate.evaluate_checkpoint(config, workdir, "latest", splits=["test"])["test"]
-  assert res["utterances"] == 8 and res["step"] == 30 and 0.0 <= res["cer"]
+  config, workdir, summary = trained
+  res = evaluate.evaluate_run(workdir, config=config, which="latest", splits=["test"])["test"]
+  assert res["utterances"] == 8 and res["step"] == 30
+  # The restored model is the trained one: on dev, the scores of the loop's last evaluation.
+  dev = evaluate.evaluate_run(workdir, config=config, which="latest", splits=["dev"])["dev"]
+  assert dev["utterances"] == summary["dev"]["utterances"]
+  assert (dev["wer"], dev["cer"]) == pytest.approx((summary["dev"]["wer"], summary["dev"]["cer"]))
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +298,7 @@ def test_exported_folder_loads_in_transformers_with_the_same_logits(trained, exp
   transformers = pytest.importorskip("transformers")
   config, workdir, _ = trained
   out, _ = exported
-  model, params, _, _ = loop.restore_student(config, workdir, "latest")
+  model, params, _, _ = runs.restore_student(workdir, "latest")
   waves = _test_audio(config)
   x, pad = _padded(waves)
   ours = model.apply({"params": params}, x, pad, train=False)
@@ -315,7 +321,7 @@ def test_exported_folder_loads_in_transformers_with_the_same_logits(trained, exp
 def test_exported_folder_loads_as_kd_teacher(trained, exported):
   config, workdir, _ = trained
   out, _ = exported
-  model, params, tokenizer, _ = loop.restore_student(config, workdir, "latest")
+  model, params, tokenizer, _ = runs.restore_student(workdir, "latest")
   student = tiny_config.get_config(config.data.train.rsplit("/", 1)[0])
   student.distill.teacher = out
   teacher = teacher_lib.load_teacher(student, tokenizer)

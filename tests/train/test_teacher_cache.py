@@ -1,4 +1,5 @@
-"""Tests of the offline teacher cache (distill_jax/data/teacher_cache.py).
+"""The offline teacher cache end to end: written by train/teacher_cache.py (any `Teacher`), read
+by data/teacher_cache.py.
 
 A tiny random wav2vec2 teacher (stable-layer-norm family, 80-sample hop) runs over a corpus of
 seven random-noise utterances (0.3-0.95 s, FLAC written with soundfile, two length buckets);
@@ -25,7 +26,10 @@ from distill_jax import text
 from distill_jax.data import manifest as manifest_lib
 from distill_jax.data import pipeline
 from distill_jax.data import teacher_cache as tc
+from distill_jax.models import teacher as teacher_lib
 from distill_jax.models import wav2vec2 as w2v
+from distill_jax.models.wav2vec2_teacher import Wav2Vec2Teacher
+from distill_jax.train import teacher_cache as writer
 
 SR = 16000
 DURATIONS = (0.3, 0.45, 0.5, 0.62, 0.8, 0.95, 0.4)  # seconds
@@ -79,8 +83,22 @@ def params():
 
 def _build(params, ds, out, manifest=None, **kw):
   kw.setdefault("shard_size", 3)
-  return tc.build_cache(CONFIG, params, ds, str(out), tokenizer=text.CharTokenizer(),
-                        teacher_path="tiny-teacher", manifest_path=manifest, progress=False, **kw)
+  return writer.build_cache(_teacher(CONFIG, params), ds, str(out),
+                            tokenizer=text.CharTokenizer(), teacher_path="tiny-teacher",
+                            manifest_path=manifest, progress=False, **kw)
+
+
+def _teacher(config, params, **kw):
+  return Wav2Vec2Teacher(config, params, text.CharTokenizer().vocab, **kw)
+
+
+def _open(path, fingerprint, config=None, **kw):
+  """data.teacher_cache.open_cache with the teacher's frame count; `config` also checks that
+  the cache describes that teacher."""
+  teacher = _teacher(config or CONFIG, None)
+  if config is not None:
+    kw["description"] = teacher.describe()
+  return tc.open_cache(path, fingerprint, num_frames=teacher.num_frames, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +142,8 @@ def test_full_cache_matches_online_teacher(corpus, params, full_cache):
   assert report["num_utterances"] == len(DURATIONS)
   assert report["num_shards"] == report["shards_written"] == 3  # 7 utterances, 3 per shard
   assert len(report["compiled_shapes"]) == 2  # one per bucket
-  cache = tc.open_cache(path, tc.params_fingerprint(params), top_k=0, layers=LAYERS,
-                        vocab=text.CharTokenizer().vocab, config=CONFIG, dataset=ds)
+  cache = _open(path, teacher_lib.params_fingerprint(params), top_k=0, layers=LAYERS,
+                vocab=text.CharTokenizer().vocab, config=CONFIG, dataset=ds)
   assert len(cache) == len(DURATIONS)
   seen = 0
   for batch in pipeline.eval_batches(ds):
@@ -154,7 +172,7 @@ def test_full_cache_matches_online_teacher(corpus, params, full_cache):
 def test_topk_densified_is_normalized_and_matches_online_on_top_entries(corpus, params,
                                                                          topk_cache):
   _, ds = corpus
-  cache = tc.open_cache(topk_cache, tc.params_fingerprint(params), top_k=TOP_K, layers=())
+  cache = _open(topk_cache, teacher_lib.params_fingerprint(params), top_k=TOP_K, layers=())
   assert sorted(os.listdir(os.path.join(topk_cache, "shards", "00000"))) == [
       "index.json", "rest_log_mass.npy", "topk_ids.npy", "topk_log_probs.npy"]
   assert np.load(os.path.join(topk_cache, "shards", "00000", "topk_ids.npy")).dtype == np.uint8
@@ -177,14 +195,6 @@ def test_topk_densified_is_normalized_and_matches_online_on_top_entries(corpus, 
     np.testing.assert_allclose(np.log(np.exp(rest).sum(-1)), ref_rest, rtol=1e-3, atol=2e-3)
 
 
-def test_densify_spreads_rest_mass_uniformly():
-  vals = np.log(np.array([[0.5, 0.3]], np.float32))
-  out = tc.densify(vals, np.array([[3, 1]]), np.log(np.array([0.2], np.float32)), 6)
-  np.testing.assert_allclose(np.exp(out), [[0.05, 0.3, 0.05, 0.5, 0.05, 0.05]], rtol=1e-6)
-  with pytest.raises(ValueError, match="shapes disagree"):
-    tc.densify(vals, np.array([[3]]), np.zeros(1), 6)
-
-
 def test_second_build_writes_nothing_and_resume_completes_missing_shards(tmp_path, corpus,
                                                                           params):
   manifest, ds = corpus
@@ -201,7 +211,7 @@ def test_second_build_writes_nothing_and_resume_completes_missing_shards(tmp_pat
   meta = json.load(open(os.path.join(out, "cache_meta.json")))
   json.dump(dict(meta, complete=False), open(os.path.join(out, "cache_meta.json"), "w"))
   with pytest.raises(ValueError, match="incomplete"):
-    tc.open_cache(out, None)
+    _open(out, None)
   resumed = _build(params, ds, out, manifest, layers=LAYERS)
   assert resumed["shards_written"] == 1 and resumed["shards_skipped"] == 2
   after = _mtimes(out)
@@ -209,7 +219,7 @@ def test_second_build_writes_nothing_and_resume_completes_missing_shards(tmp_pat
   changed = {f for f in after if after[f] != before[f]}
   assert changed and all(f.startswith("shards/00001/") or f == "cache_meta.json"
                          for f in changed)
-  tc.open_cache(out, tc.params_fingerprint(params), dataset=ds)
+  _open(out, teacher_lib.params_fingerprint(params), dataset=ds)
 
 
 def test_other_teacher_or_format_is_a_named_error(corpus, params, full_cache):
@@ -217,17 +227,18 @@ def test_other_teacher_or_format_is_a_named_error(corpus, params, full_cache):
   path, _ = full_cache
   other = jax.tree.map(np.array, params)
   other["lm_head"]["bias"][0] += 1e-3
-  fp = tc.params_fingerprint(params)
-  assert tc.params_fingerprint(other) != fp
-  assert tc.params_fingerprint(jax.tree.map(jnp.asarray, params)) == fp  # numpy or jax leaves
+  fp = teacher_lib.params_fingerprint(params)
+  assert teacher_lib.params_fingerprint(other) != fp
+  # numpy or jax leaves: the same digest
+  assert teacher_lib.params_fingerprint(jax.tree.map(jnp.asarray, params)) == fp
   with pytest.raises(ValueError, match="another teacher.*fingerprint"):
-    tc.open_cache(path, tc.params_fingerprint(other))
+    _open(path, teacher_lib.params_fingerprint(other))
   with pytest.raises(ValueError, match="top_k=0, expected top_k=4"):
-    tc.open_cache(path, fp, top_k=4)
+    _open(path, fp, top_k=4)
   with pytest.raises(ValueError, match=r"layers=\[0, 2\], expected layers=\[1\]"):
-    tc.open_cache(path, fp, layers=[1])
+    _open(path, fp, layers=[1])
   with pytest.raises(ValueError, match="computed in float32, expected bfloat16"):
-    tc.open_cache(path, fp, compute_dtype=jnp.bfloat16)
+    _open(path, fp, compute_dtype="bfloat16")
   # Building into it with another teacher or format is refused unless overwrite=True.
   with pytest.raises(ValueError, match="another teacher"):
     _build(other, ds, path, layers=LAYERS)
@@ -249,9 +260,9 @@ def test_changed_audio_names_the_utterance_and_rebuild_refreshes_its_shard(tmp_p
   n = sf.info(path).frames
   sf.write(path, 0.1 * np.random.default_rng(9).standard_normal(n), SR)
   ds2 = _dataset(manifest)
-  fp = tc.params_fingerprint(params)
+  fp = teacher_lib.params_fingerprint(params)
   with pytest.raises(ValueError, match="other audio: utterance 'utt4'"):
-    tc.open_cache(out, fp, dataset=ds2)
+    _open(out, fp, dataset=ds2)
   before = _mtimes(out)
   report = _build(params, ds2, out, manifest)
   assert report["shards_written"] == 1
@@ -260,7 +271,7 @@ def test_changed_audio_names_the_utterance_and_rebuild_refreshes_its_shard(tmp_p
                if "utt4" in json.load(open(os.path.join(out, "shards", s, "index.json")))["ids"])
   assert {f.split("/")[1] for f in after if f.startswith("shards/")
           and after[f] != before[f]} == {shard}
-  cache = tc.open_cache(out, fp, dataset=ds2)
+  cache = _open(out, fp, dataset=ds2)
   batch = next(b for b in pipeline.eval_batches(ds2) if "utt4" in b["ids"])
   lp, _, fpad = _online(CONFIG, params, batch)
   got = cache.batch(batch["ids"], batch["waveform"].shape[1])["teacher_log_probs"]
@@ -272,7 +283,7 @@ def test_changed_audio_names_the_utterance_and_rebuild_refreshes_its_shard(tmp_p
 def test_missing_id_and_wrong_padded_length(corpus, params, full_cache):
   _, ds = corpus
   path, _ = full_cache
-  cache = tc.open_cache(path, tc.params_fingerprint(params))
+  cache = _open(path, teacher_lib.params_fingerprint(params))
   with pytest.raises(KeyError, match=f"'nope'.*{path}"):
     cache.batch(["utt0", "nope"], 8000)
   out = cache.batch(["", "utt0"], 16000)  # filler row; a longer padded length is fine here
@@ -290,15 +301,15 @@ def test_padding_dependent_teacher_refuses_another_padded_length(tmp_path, corpu
   cfg = _config("group")
   p = w2v.init_params(cfg, seed=1)
   out = str(tmp_path / "cache")
-  tc.build_cache(cfg, p, ds, out, shard_size=4, progress=False)
-  cache = tc.open_cache(out, tc.params_fingerprint(p), config=cfg)
+  writer.build_cache(_teacher(cfg, p), ds, out, shard_size=4, progress=False)
+  cache = _open(out, teacher_lib.params_fingerprint(p), config=cfg)
   assert not cache.padding_invariant
   cache.batch(["utt0"], 16000)
   with pytest.raises(ValueError, match="'utt0' was cached at padded length 16000.*20000"):
     cache.batch(["utt0"], 20000)
   with pytest.raises(
       ValueError, match="teacher config differs in .*config.feat_extract_norm='group' vs 'layer'"):
-    tc.open_cache(out, None, config=CONFIG)
+    _open(out, None, config=CONFIG)
 
 
 def test_stats_report_bytes_per_hour(full_cache):

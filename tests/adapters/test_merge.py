@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from distill_jax import text
-from distill_jax.adapters import export, lora
+from distill_jax.adapters import lora, merge
+from distill_jax.train import export
 
 ATOL = 1e-4
 
@@ -30,7 +31,7 @@ def test_exported_merged_teacher_matches_flax(tiny_teacher, perturb, tmp_path, q
   wave, pad = np.asarray(t.wave), np.asarray(t.pad)
   with torch.inference_mode():
     ref = model(torch.tensor(wave), attention_mask=torch.tensor((1 - pad).astype(np.int64)))
-  merged = t.run_base(export.merged_params(base, adapters))
+  merged = t.run_base(merge.merged_params(base, adapters))
   valid = np.asarray(t.model.apply({"params": t.params}, wave, pad)["frame_paddings"]) < 0.5
   diff = np.abs(ref.logits.numpy() - np.asarray(merged))[valid]
   assert float(diff.max()) < ATOL
