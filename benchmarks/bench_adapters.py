@@ -28,7 +28,7 @@ one layer of the config (the feed-forward intermediate Dense, 1024 -> 4096) on t
 the forward time ratio. Qwix (requirements-qwix.txt) is imported only there; without it that
 part prints how to install it.
 
-  nice -n 19 python -m launch.bench_adapters
+  nice -n 19 python -m benchmarks.bench_adapters
 """
 
 import json
@@ -40,6 +40,8 @@ import time
 from absl import app
 from absl import flags
 import numpy as np
+
+from benchmarks import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("seconds", 4.0, "Audio length of the one-utterance batch.")
@@ -66,25 +68,11 @@ _MEMORY_SCHEDULER = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 def _config():
   from distill_jax.models import wav2vec2 as w2v  # pylint: disable=import-outside-toplevel
-  from launch.bench_teacher import LARGE_ROBUST  # pylint: disable=import-outside-toplevel
+  from benchmarks.bench_teacher import LARGE_ROBUST  # pylint: disable=import-outside-toplevel
   hf = dict(LARGE_ROBUST, model_type="wav2vec2")
   if FLAGS.layers:
     hf["num_hidden_layers"] = FLAGS.layers
   return w2v.Wav2Vec2Config.from_hf_dict(hf)
-
-
-def _status_kb(field: str) -> int:
-  with open("/proc/self/status", encoding="ascii") as f:
-    return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
-def _reset_peak_rss() -> bool:
-  try:
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-      f.write("5")
-    return True
-  except OSError:
-    return False
 
 
 def _bytes(tree) -> int:
@@ -116,8 +104,8 @@ def run_variant(variant: str) -> dict:
     jax.block_until_ready(params)
   base_bytes = _bytes(params)
   setup_s = time.perf_counter() - t0
-  rss_setup_peak_mb = _status_kb("VmHWM") / 1024
-  reset_ok = _reset_peak_rss()
+  rss_setup_peak_mb = common.status_kb("VmHWM") / 1024
+  reset_ok = common.reset_peak_rss()
 
   s = int(FLAGS.seconds * 16000)
   rng = np.random.RandomState(0)
@@ -178,8 +166,8 @@ def run_variant(variant: str) -> dict:
               compile_s=compile_s, first_step_s=times[0], step_s=float(np.median(times[1:])),
               step_cpu_s=float(np.median(cpu_times[1:])), step_times=times, losses=losses,
               setup_s=setup_s,
-              rss_step_peak_mb=_status_kb("VmHWM") / 1024 if reset_ok else None,
-              rss_whole_peak_mb=max(rss_setup_peak_mb, _status_kb("VmHWM") / 1024))
+              rss_step_peak_mb=common.status_kb("VmHWM") / 1024 if reset_ok else None,
+              rss_whole_peak_mb=max(rss_setup_peak_mb, common.status_kb("VmHWM") / 1024))
 
 
 def compare_qwix(seconds: float) -> list[str]:
@@ -193,7 +181,7 @@ def compare_qwix(seconds: float) -> list[str]:
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from distill_jax.adapters import lora, nf4  # pylint: disable=import-outside-toplevel
   from distill_jax.models import wav2vec2 as w2v  # pylint: disable=import-outside-toplevel
-  from launch.bench_teacher import LARGE_ROBUST  # pylint: disable=import-outside-toplevel
+  from benchmarks.bench_teacher import LARGE_ROBUST  # pylint: disable=import-outside-toplevel
 
   d_in, d_out = LARGE_ROBUST["hidden_size"], LARGE_ROBUST["intermediate_size"]
   config = _config()
@@ -253,7 +241,7 @@ def main(argv):
   results = {}
   for variant in FLAGS.variants:
     t = time.perf_counter()
-    cmd = [sys.executable, "-m", "launch.bench_adapters", f"--child={variant}"] + [
+    cmd = [sys.executable, "-m", "benchmarks.bench_adapters", f"--child={variant}"] + [
         a for a in sys.argv[1:] if not a.startswith("--child")]
     env = dict(os.environ)
     if FLAGS.xla_memory_scheduler:

@@ -1,10 +1,10 @@
 r"""Distillation train-step throughput against the plain CTC step, measured in the same run:
 
-  nice -n 19 python -m launch.bench_distill --compare_devices  # --config: configs/demo.py
+  nice -n 19 python -m benchmarks.bench_distill --compare_devices  # --config: configs/demo.py
 
 Three steps on one random batch (random audio, lengths 100 %..85 % of --seconds, random labels;
 random student and teacher weights, no corpus or checkpoint needed):
-  ctc       `make_ctc_train_step` (the reference),
+  ctc       `make_train_step` (the reference),
   kd_cache  `make_distill_train_step` without a teacher: the batch carries the teacher fields as
             `TeacherCache.batch` returns them (computed once by the teacher, rounded through the
             cache's float16, top-k densified when --top_k, host numpy), so every step includes
@@ -38,8 +38,10 @@ from absl import app, flags
 from distill_jax.data import teacher_cache
 from distill_jax.models import build
 from distill_jax.models import wav2vec2 as w2v
-from distill_jax.train import loop, parallel, state as state_lib, steps
+from distill_jax.models.wav2vec2_teacher import Wav2Vec2Teacher
+from distill_jax.train import parallel, splits, state as state_lib, steps
 from distill_jax.train import teacher as teacher_lib
+from distill_jax.train import teacher_cache as cache_writer
 from launch import common
 
 _CONFIG = common.define_config_flag()
@@ -85,19 +87,19 @@ def _host_batch(b: int, s: int, vocab_size: int) -> dict[str, np.ndarray]:
               weights=np.ones((b,), np.float32))
 
 
-def _cached_fields(t_cfg, t_params, layers, batch) -> dict[str, np.ndarray]:
+def _cached_fields(teacher, layers, batch) -> dict[str, np.ndarray]:
   """The teacher fields as `TeacherCache.batch` returns them: float16-rounded values, top-k
   densified, log(1/V) / zeros at padded frames, hidden batch-major [B, P, Tt, D]; float32."""
-  out = jax.device_get(teacher_cache.make_teacher_fn(t_cfg, layers, _TOP_K.value)(
-      t_params, batch["waveform"], batch["wave_paddings"]))
+  out = jax.device_get(cache_writer.make_cache_fn(teacher, layers, _TOP_K.value)(
+      teacher.params, batch["waveform"], batch["wave_paddings"]))
   pad = np.asarray(out["frame_paddings"], np.float32)
   f16 = lambda x: np.asarray(x).astype(teacher_cache.LOG_PROBS_DTYPE).astype(np.float32)
   if _TOP_K.value:
     lp = teacher_cache.densify(f16(out["topk_log_probs"]), out["topk_ids"],
-                               out["rest_log_mass"], t_cfg.vocab_size)
+                               out["rest_log_mass"], teacher.vocab_size)
   else:
     lp = f16(out["log_probs"])
-  lp = np.where(pad[..., None] > 0.5, -math.log(t_cfg.vocab_size), lp).astype(np.float32)
+  lp = np.where(pad[..., None] > 0.5, -math.log(teacher.vocab_size), lp).astype(np.float32)
   fields = dict(teacher_log_probs=lp, teacher_paddings=pad)
   if layers:
     h = np.asarray(out["hidden"]).astype(teacher_cache.HIDDEN_DTYPE).astype(np.float32)
@@ -124,7 +126,7 @@ def measure() -> dict:
   n_dev = jax.device_count()
   if _BATCH.value % n_dev:
     raise ValueError(f"--batch={_BATCH.value} is not a multiple of the {n_dev} devices")
-  tok = loop.load_tokenizer(config)
+  tok = splits.load_tokenizer(config)
   model = build.build_student(config.model, tok.vocab_size)
   host = _host_batch(_BATCH.value, int(_SECONDS.value * 16000), tok.vocab_size)
   student = jax.jit(functools.partial(model.init, train=False))(
@@ -133,16 +135,16 @@ def measure() -> dict:
 
   t_cfg = _teacher_config(tok.vocab_size)
   t_params = w2v.init_params(t_cfg, seed=1)
-  layers = tuple(t for _, t in teacher_lib.layer_pairs(config, t_cfg))
-  teacher = teacher_lib.Teacher(
-      path="(random)", config=t_cfg, params=t_params, fingerprint="", layers=layers,
-      fn=w2v.make_teacher_fn(w2v.Wav2Vec2ForCTC(t_cfg), layers))
+  frozen_teacher = Wav2Vec2Teacher(t_cfg, t_params, tok.vocab)
+  layers = tuple(t for _, t in teacher_lib.layer_pairs(config, frozen_teacher))
+  teacher = teacher_lib.RunTeacher(path="(random)", teacher=frozen_teacher, fingerprint="",
+                                   layers=layers)
   spec = teacher_lib.kd_spec(config, teacher)
   kd_params = steps.init_distill_params(model, spec, student, teacher_lib.student_layers(config),
                                         jax.random.key(config.seed + 1))
   # Host copies: each mode's state gets its own device buffers (the steps donate the state).
   student, kd_params = jax.device_get((student, kd_params))
-  cached = {**host, **_cached_fields(t_cfg, t_params, layers, host)}
+  cached = {**host, **_cached_fields(frozen_teacher, layers, host)}
 
   tx = state_lib.make_optimizer(config.train)
   lr = state_lib.learning_rate_schedule(config.train)
@@ -150,11 +152,11 @@ def measure() -> dict:
   runs = {}
   for mode in MODES:
     if mode == "ctc":
-      par = parallel.parallelize(steps.make_ctc_train_step(model, tx, lr, tok.blank_id), mesh,
+      par = parallel.parallelize(steps.make_train_step(model, tx, lr, tok.blank_id), mesh,
                                  mode=config.parallel)
       frozen, params, batch = (), student, host
     else:
-      fn = teacher.fn if mode == "kd_online" else None
+      fn = teacher.forward if mode == "kd_online" else None
       par = parallel.parallelize(
           steps.make_distill_train_step(model, tx, lr, spec, teacher_fn=fn,
                                         blank_id=tok.blank_id),
@@ -197,7 +199,7 @@ def _children() -> list[dict]:
                                       f" --xla_force_host_platform_device_count={n}").strip())
     argv = [a for a in sys.argv[1:] if not a.lstrip("-").startswith(
         ("compare_devices", "nocompare_devices", "device_counts", "json", "nojson"))]
-    cmd = [sys.executable, "-m", "launch.bench_distill", *argv, "--json"]
+    cmd = [sys.executable, "-m", "benchmarks.bench_distill", *argv, "--json"]
     print(f"XLA_FLAGS=--xla_force_host_platform_device_count={n} python {' '.join(cmd[1:])}",
           flush=True)
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,

@@ -1,6 +1,6 @@
 """Does the input pipeline keep up with the training step? Both measured in one run:
 
-  python -m launch.bench_input --config=configs/demo.py --manifest=corpora/large10/train.jsonl
+  python -m benchmarks.bench_input --config=configs/demo.py --manifest=corpora/large10/train.jsonl
 
 Pipeline: the manifest's utterances prepared for per-batch decoding (`audio_in_memory=False`,
 the path large corpora take: FLAC decode + resample + validate + bucket + pad in the
@@ -20,7 +20,8 @@ from absl import app, flags
 from distill_jax.data import manifest as manifest_lib
 from distill_jax.data import pipeline
 from distill_jax.models import build
-from distill_jax.train import loop
+from distill_jax.train import splits
+from benchmarks import common as bcommon
 from launch import common
 
 _CONFIG = common.define_config_flag()
@@ -50,8 +51,8 @@ def main(argv):
   config = _CONFIG.value
   path = _MANIFEST.value or config.data.train
   utts = manifest_lib.read_manifest(path)[:_MAX_UTTS.value]
-  tok = loop.load_tokenizer(config)
-  spec = loop.bucket_spec(config)
+  tok = splits.load_tokenizer(config)
+  spec = splits.bucket_spec(config)
   frames = lambda n: build.output_frames(config.model, n)
   rows = []
   for mode, in_memory in (("decode per batch", False), ("audio in memory", True)):
@@ -68,7 +69,7 @@ def main(argv):
   # The training step on every batch shape delivered.
   ds = rows[0][4]
   model = build.build_student(config.model, tok.vocab_size)
-  par, state, params = common.ctc_train_step(config, model, ds)
+  par, state, params = bcommon.train_step(config, model, ds)
   step_s = {}
   for k, members in enumerate(ds.bucket_members):
     if not members:

@@ -13,8 +13,8 @@ call, sampled during the warm-up and timed runs; each row runs in its own proces
 so rows do not share allocator state. Ratios are against torchaudio when it is installed,
 otherwise against the naive JAX row (same inputs, same machine, same run).
 
-  nice -n 19 python -m launch.bench_losses
-  nice -n 19 python -m launch.bench_losses --shapes=8x200x40x128 --iters=3
+  nice -n 19 python -m benchmarks.bench_losses
+  nice -n 19 python -m benchmarks.bench_losses --shapes=8x200x40x128 --iters=3
 """
 
 from __future__ import annotations

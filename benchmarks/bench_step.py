@@ -1,8 +1,8 @@
 """Where the student's training step spends its time on this machine, with the alternatives
 measured in the same run (so every figure has its reference beside it):
 
-  python -m launch.bench_step --config=configs/demo_student.py
-  python -m launch.bench_step --config=configs/demo_teacher.py --components=false \
+  python -m benchmarks.bench_step --config=configs/demo_student.py
+  python -m benchmarks.bench_step --config=configs/demo_teacher.py --components=false \
       --reference=configs/demo_student.py
 
 Prints a table: front end, encoder forward/gradient with unrolled layers vs `nn.scan`, the
@@ -24,7 +24,8 @@ from ml_collections import config_flags
 
 from distill_jax.audio import features as feats_lib
 from distill_jax.models import build, layers
-from distill_jax.train import loop, state as state_lib
+from distill_jax.train import splits, state as state_lib
+from benchmarks import common as bcommon
 from launch import common
 
 _CONFIG = common.define_config_flag()
@@ -133,10 +134,10 @@ def _components(config) -> None:
 def _train_step_table(config) -> float:
   """Times the jitted train step on a full batch of each bucket of config.data.dev; returns
   the padded audio seconds per second over all timed batches."""
-  tok = loop.load_tokenizer(config)
+  tok = splits.load_tokenizer(config)
   model = build.build_student(config.model, tok.vocab_size)
-  ds, _ = loop.load_split(config, config.data.dev, "dev", tok, progress=False)
-  par, state, params = common.ctc_train_step(config, model, ds)
+  ds, _ = splits.load_split(config, config.data.dev, "dev", tok, progress=False)
+  par, state, params = bcommon.train_step(config, model, ds)
   step = par.step
   print(f"\n{config.get('name', '')} train step ({state_lib.count_params(params):,} params, "
         f"batch_seconds={config.data.batch_seconds}, {jax.device_count()} device(s)):")

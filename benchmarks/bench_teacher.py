@@ -8,7 +8,7 @@ changes hit both), with the max |logit difference| on valid frames. Inputs: norm
 audio, the batch's utterances 100 %..85 % of the bucket length, with attention masks (this
 family's processor default).
 
-  nice -n 19 python -m launch.bench_teacher --runs=5
+  nice -n 19 python -m benchmarks.bench_teacher --runs=5
 
 Needs requirements-reference.txt (torch CPU, transformers).
 """
@@ -25,7 +25,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from launch import common
+from benchmarks import common as bcommon
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("runs", 5, "Timed runs per case (median reported).")
@@ -136,7 +136,8 @@ def main(argv):
   config, params, _ = hf_wav2vec2.load_hf_folder(hf_dir)
   params = jax.device_put(params)
   dtype = jnp.bfloat16 if FLAGS.dtype == "bfloat16" else jnp.float32
-  fwd = w2v.TeacherForward(config, dtype=dtype)
+  flax_model = w2v.Wav2Vec2ForCTC(config, dtype=dtype)
+  fwd = jax.jit(lambda p, w, m: flax_model.apply({"params": p}, w, m))
   model = transformers.Wav2Vec2ForCTC.from_pretrained(hf_dir).eval()
 
   results = []
@@ -153,9 +154,9 @@ def main(argv):
         return model(xt, attention_mask=mt).logits
 
     t = time.perf_counter()
-    jax.jit(lambda p, w, m: fwd.model.apply({"params": p}, w, m)).lower(params, x, pad).compile()
+    fwd.lower(params, x, pad).compile()
     compile_s = time.perf_counter() - t
-    out = run_jax()  # warm-up (compiles fwd's own jit)
+    out = run_jax()  # warm-up
     ref = run_torch()
     run_jax()
     run_torch()
@@ -177,7 +178,7 @@ def main(argv):
 
   print()
   print(f"wav2vec2-large-robust config, random weights ({size_gb:.2f} GiB float32), "
-        f"{common.cpu_description()}, jax {jax.__version__} ({FLAGS.dtype}), torch "
+        f"{bcommon.cpu_description()}, jax {jax.__version__} ({FLAGS.dtype}), torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads), transformers "
         f"{transformers.__version__}, "
         f"median of {FLAGS.runs}")

@@ -7,14 +7,14 @@
 
 Writes WORKDIR/adapters (Orbax, the adapters alone) and WORKDIR/results.{json,md} (WER before
 and after on every config.adapt.eval manifest). Distill from an adapted teacher with
---config.distill.teacher_adapter=WORKDIR/adapters. See distill_jax/adapt.py.
+--config.distill.teacher_adapter=WORKDIR/adapters. See distill_jax/jobs/adapt.py.
 """
 
 import json
 
 from absl import app, flags
 
-from distill_jax import adapt
+from distill_jax.jobs import adapt
 from launch import common
 
 _CONFIG = common.define_config_flag()

@@ -2,12 +2,12 @@
 
   python -m launch.compare_families --config=configs/families.py --workdir=runs/families
 
-See distill_jax/families.py.
+See distill_jax/jobs/families.py.
 """
 
 from absl import app, flags
 
-from distill_jax import families
+from distill_jax.jobs import families
 from launch import common
 
 _CONFIG = common.define_config_flag()

@@ -2,7 +2,7 @@
 
 from absl import app, flags
 
-from distill_jax import demo
+from distill_jax.jobs import demo
 from launch import common
 
 _CONFIG = common.define_config_flag()

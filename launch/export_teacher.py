@@ -1,7 +1,6 @@
 r"""Export a wav2vec2 model trained by the loop as a Hugging Face folder:
 
-  python -m launch.export_teacher --config=configs/demo_teacher.py --workdir=runs/teacher \
-      --checkpoint=best --out=teachers/demo_hf
+  python -m launch.export_teacher --workdir=runs/teacher --checkpoint=best --out=teachers/demo_hf
 
 Writes config.json, model.safetensors, vocab.json, tokenizer and preprocessor configs (what
 `transformers.Wav2Vec2ForCTC.from_pretrained` and `Wav2Vec2Processor.from_pretrained` read) and
@@ -13,10 +12,9 @@ import json
 
 from absl import app, flags
 
-from distill_jax.convert import hf_wav2vec2
+from distill_jax.train import export
 from launch import common
 
-_CONFIG = common.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder of the trained model.", required=True)
 _CHECKPOINT = common.define_checkpoint_flag()
 _OUT = flags.DEFINE_string("out", None, "Output Hugging Face folder.", required=True)
@@ -26,11 +24,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.setup_logging()
-  meta = hf_wav2vec2.export_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value,
-                                       _OUT.value)
+  meta = export.export_checkpoint(_WORKDIR.value, _CHECKPOINT.value, _OUT.value)
   print(json.dumps(meta, indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
   app.run(main)

@@ -12,7 +12,9 @@ import json
 from absl import app, flags
 
 from distill_jax.data import teacher_cache
-from distill_jax.train import loop, teacher as teacher_lib
+from distill_jax.train import splits
+from distill_jax.train import teacher as teacher_lib
+from distill_jax.train import teacher_cache as cache_writer
 from launch import common
 
 _CONFIG = common.define_config_flag()
@@ -25,14 +27,14 @@ def main(argv):
   del argv
   common.setup_logging()
   config = _CONFIG.value
-  tokenizer = loop.load_tokenizer(config)
+  tokenizer = splits.load_tokenizer(config)
   with config.distill.unlocked():
     config.distill.cache = ""  # load the teacher itself
   teacher = teacher_lib.load_teacher(config, tokenizer)
-  dataset, _ = loop.load_split(config, config.data[_SPLIT.value], _SPLIT.value, tokenizer)
-  teacher_cache.build_cache(teacher.config, teacher.params, dataset, _OUT.value,
-                            top_k=_TOP_K.value, layers=teacher.layers, tokenizer=tokenizer,
-                            teacher_path=teacher.path, manifest_path=config.data[_SPLIT.value])
+  dataset, _ = splits.load_split(config, config.data[_SPLIT.value], _SPLIT.value, tokenizer)
+  cache_writer.build_cache(teacher.teacher, dataset, _OUT.value, top_k=_TOP_K.value,
+                           layers=teacher.layers, tokenizer=tokenizer, teacher_path=teacher.path,
+                           manifest_path=config.data[_SPLIT.value])
   print(json.dumps(teacher_cache.cache_stats(_OUT.value), indent=2))
 
 

@@ -1,4 +1,9 @@
-"""Train a student: python -m launch.train --config=configs/demo.py --workdir=runs/demo"""
+r"""Train a student, alone or distilled from a frozen teacher (`config.distill.teacher`):
+  python -m launch.train --config=configs/demo.py --workdir=runs/student
+  python -m launch.train --config=configs/demo.py --workdir=runs/kd \
+      --config.distill.teacher=teachers/demo [--config.distill.cache=caches/demo]
+A workdir with checkpoints resumes from the latest one.
+"""
 
 from absl import app, flags
 

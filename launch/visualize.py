@@ -19,12 +19,12 @@ import time
 from absl import app, flags
 
 from distill_jax.viz import browser
-from distill_jax.viz import data as data_lib
+from distill_jax.jobs import latent_page
 from distill_jax.viz import page
 from launch import common
 
 _CONFIG = common.define_config_flag()
-_WORKDIR = flags.DEFINE_string("workdir", None, "A launch.distill run folder.", required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "A distillation run folder.", required=True)
 _SPLIT = flags.DEFINE_string("split", "test", "config.data entry to show.")
 _UTTERANCES = flags.DEFINE_integer("utterances", 5, "Utterances on the page (the first ones).")
 _FIT = flags.DEFINE_integer("fit_utterances", 20, "Utterances the PCA basis, Procrustes maps "
@@ -44,7 +44,7 @@ def main(argv):
   del argv
   common.setup_logging()
   t0 = time.time()
-  d = data_lib.compute_page_data(
+  d = latent_page.compute_page_data(
       _WORKDIR.value, split=_SPLIT.value, utterances=_UTTERANCES.value,
       fit_utterances=_FIT.value, max_checkpoints=_MAX_CKPT.value, pca_dims=_PCA_DIMS.value,
       teacher_layer=_T_LAYER.value, student_layer=_S_LAYER.value, config=_CONFIG.value)

@@ -2,7 +2,7 @@
 
 Readers (durations come from the file headers, so the pipeline can bucket without decoding):
 - `read_transcripts_folder`: audio files with a `transcripts.tsv` (`id<TAB>transcript`), the
-  layout of the real-speech clips in `shared/data/speech/`; the audio of an id is `<id>.<ext>`.
+  layout of the real-speech clips in `data/real_english/`; the audio of an id is `<id>.<ext>`.
 - `read_librispeech_dir`: the LibriSpeech release layout, `<subset>/<speaker>/<chapter>/
   <speaker>-<chapter>.trans.txt` (`ID TRANSCRIPT` lines) beside `ID.flac`; pass a subset folder
   (`LibriSpeech/test-clean`, globbed as `*/*/*.trans.txt`) or the `LibriSpeech` folder itself.

@@ -37,6 +37,7 @@ import collections.abc
 import concurrent.futures
 import dataclasses
 import logging
+import math
 import os
 import queue
 import threading
@@ -122,6 +123,7 @@ def prepare_dataset(
     min_output_frames: Callable[[int], int] | None = None,
     min_seconds: float = 0.1,
     max_seconds: float = 0.0,
+    long_utterances: str = "skip",
     audio_in_memory: bool | None = True,
     num_threads: int = 4,
     progress: bool = True,
@@ -136,6 +138,9 @@ def prepare_dataset(
   bucket), `labels_exceed_frames` (more CTC frames needed than the model emits, when
   `min_output_frames` maps samples to output frames).
 
+  `long_utterances='bucket'` (evaluation) keeps utterances longer than the longest bucket:
+  one more bucket, rounded up to half a second, holds them (never a `too_long` skip).
+
   With `audio_in_memory=False` (or None and more than `MAX_IN_MEMORY_HOURS` of manifest
   durations) audio is only checked for existence and its length taken from the manifest's
   `duration` or the file header; decoding happens per batch (see the module docstring), so
@@ -144,8 +149,11 @@ def prepare_dataset(
   Raises:
     ValueError: when nothing is left, naming the reasons.
   """
+  if long_utterances not in ("skip", "bucket"):
+    raise ValueError(f"long_utterances={long_utterances!r} is not 'skip' or 'bucket'")
   report = DataReport(name=name)
   text_options = text_options or {}
+  longest = buckets.max_samples
   candidates = []
   for utt in utterances:
     try:
@@ -194,7 +202,9 @@ def prepare_dataset(
       if max_seconds and n > max_seconds * SAMPLE_RATE:
         report.skip(utt, "too_long", f"{n / SAMPLE_RATE:.2f} s > max_seconds={max_seconds}")
         continue
-      if n > buckets.max_samples:
+      if n > buckets.max_samples and long_utterances == "bucket":
+        longest = max(longest, n)
+      elif n > buckets.max_samples:
         report.skip(utt, "too_long", f"{n / SAMPLE_RATE:.2f} s > longest bucket "
                     f"{buckets.boundaries[-1]} s")
         continue
@@ -215,6 +225,11 @@ def prepare_dataset(
   if not examples:
     raise ValueError(f"{name}: no usable utterances out of {len(utterances)}; skipped by "
                      f"reason: {report.counts()}")
+  if longest > buckets.max_samples:
+    extra = math.ceil(2 * longest / SAMPLE_RATE) / 2
+    log.info("%s: utterances up to %.2f s, longer than the longest bucket (%s s): one more "
+             "bucket of %s s", name, longest / SAMPLE_RATE, buckets.boundaries[-1], extra)
+    buckets = dataclasses.replace(buckets, boundaries=tuple(buckets.boundaries) + (extra,))
   if not audio_in_memory:
     audio = LazyAudio(paths)
     log.info("%s: %d utterances (%.1f h) decoded per batch, not held in memory", name,

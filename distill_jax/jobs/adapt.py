@@ -24,7 +24,7 @@
    of their base; none for 'full'), and WORKDIR/results.{json,md}.
 
 An adapted teacher is distilled from with `config.distill.teacher_adapter=WORKDIR/adapters`
-(`train/teacher.load_teacher` merges them into its weights: `adapters/export.merge_saved_adapters`).
+(`train/teacher.load_teacher` merges them into its weights: `adapters/merge.merge_saved_adapters`).
 
 One device (adaptation runs are minutes long); the same code runs on a GPU or TPU.
 """
@@ -40,14 +40,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
-from distill_jax import evaluate as evaluate_lib
 from distill_jax.adapters import checkpoint as adapter_ckpt
 from distill_jax.adapters import lora
 from distill_jax.data import pipeline
-from distill_jax.models import wav2vec2 as w2v
-from distill_jax.train import loop, objectives, state as state_lib
+from distill_jax.models import build
+from distill_jax.models.wav2vec2_trainee import Wav2Vec2Trainee
+from distill_jax.train import evaluate as evaluate_lib
+from distill_jax.train import objectives, runs, splits, steps
+from distill_jax.train import state as state_lib
 from distill_jax.train import teacher as teacher_lib
 
 log = logging.getLogger(__name__)
@@ -72,29 +73,28 @@ def load_base(config: ml_collections.ConfigDict):
   """(model, float params, tokenizer, output_frames(num_samples), description) of the target."""
   cfg = config.adapt
   if cfg.target == "teacher":
-    tokenizer = loop.load_tokenizer(config)
+    tokenizer = splits.load_tokenizer(config)
     t_config = config.copy_and_resolve_references()
     t_config.distill.cache = ""
     t_config.distill.teacher_adapter = ""
     teacher = teacher_lib.load_teacher(t_config, tokenizer)
-    model = w2v.Wav2Vec2Trainee(teacher.config)
-    frames = lambda n: w2v.num_frames(teacher.config, n)
+    model = Wav2Vec2Trainee(teacher.teacher.config)
+    frames = teacher.teacher.num_frames
     return model, teacher.params, tokenizer, frames, f"teacher {teacher.path}"
   if not cfg.student_workdir:
     raise ValueError("config.adapt.target='student' needs config.adapt.student_workdir (a CTC "
                      "student run folder)")
-  run_config = loop.saved_config(cfg.student_workdir)
+  run_config = runs.saved_config(cfg.student_workdir)
   if run_config.model.head != "ctc":
     raise ValueError(f"{cfg.student_workdir}: a {run_config.model.head!r} student; adaptation "
                      "supports CTC students")
-  model, params, tokenizer, step = loop.restore_student(run_config, cfg.student_workdir, "best")
-  from distill_jax.models import build  # pylint: disable=import-outside-toplevel
+  model, params, tokenizer, step = runs.restore_student(cfg.student_workdir, "best")
   frames = lambda n: build.output_frames(run_config.model, n)
   return model, params, tokenizer, frames, f"student {cfg.student_workdir} (step {step})"
 
 
 def _load(config, manifest: str, name: str, tokenizer, frames) -> pipeline.AsrDataset:
-  dataset, report = loop.load_split(config, manifest, name, tokenizer, output_frames=frames)
+  dataset, report = splits.load_split(config, manifest, name, tokenizer, output_frames=frames)
   if not len(dataset):
     raise ValueError(f"{manifest}: no usable utterance (skipped: {report.counts()})")
   if report.counts():
@@ -127,12 +127,8 @@ def make_step(model, tx, mode: str, base: Any, blank_id: int):
 
   def step(trainable, opt_state, batch, key):
     loss, grads = jax.value_and_grad(loss_fn)(trainable, batch, key)
-    ok = jnp.isfinite(loss) & jnp.all(jnp.asarray(
-        [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-    updates, new_opt = tx.update(grads, opt_state, trainable)
-    new = optax.apply_updates(trainable, updates)
-    keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)
-    return keep(new, trainable), keep(new_opt, opt_state), loss, ok
+    trainable, opt_state, ok = steps.guarded_update(tx, trainable, opt_state, loss, grads)
+    return trainable, opt_state, loss, ok
 
   return jax.jit(step, donate_argnums=(0, 1))
 

@@ -29,12 +29,16 @@ from typing import Any
 
 import ml_collections
 
-from distill_jax import evaluate
 from distill_jax.convert import hf_wav2vec2
-from distill_jax.data import local, synthetic, teacher_cache
+from distill_jax.data import local, synthetic
 from distill_jax.decode import ngram
-from distill_jax.train import loop, metrics
+from distill_jax.jobs import evaluate
+from distill_jax.train import loop, metrics, splits
 from distill_jax.train import teacher as teacher_lib
+from distill_jax.train import teacher_cache
+
+# The repository root: `launch.rtf` runs from there (distill_jax/jobs/demo.py -> three levels).
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +46,13 @@ log = logging.getLogger(__name__)
 def prepare_data(config: ml_collections.ConfigDict) -> dict:
   """Builds (or reuses) the synthetic corpus and the real-English manifest."""
   summary = synthetic.build_corpus(config.data.corpus, config.data.corpus_dir)
-  folders = [f for f in config.data.real_english_folders if os.path.isdir(f)]
-  if folders:
-    local.manifest_from_folders(folders, config.data.real_english)
-  else:
-    log.warning("no real-speech folders found (%s): real English is not evaluated",
-                list(config.data.real_english_folders))
+  missing = [f for f in config.data.real_english_folders if not os.path.isdir(f)]
+  if missing:
+    raise FileNotFoundError(f"config.data.real_english_folders: {missing} not found (the real "
+                            "English clips are in the repository under data/real_english/)")
+  if config.data.real_english_folders:
+    local.manifest_from_folders(list(config.data.real_english_folders),
+                                config.data.real_english)
   return summary
 
 
@@ -96,11 +101,11 @@ def prepare_teacher_cache(config: ml_collections.ConfigDict, teacher_dir: str,
   """Runs the teacher once over the training split into WORKDIR/teacher_cache (completes a
   partial cache; a finished one is checked and reused)."""
   kd_config = _with(config, {"distill.teacher": teacher_dir, "distill.cache": ""})
-  tokenizer = loop.load_tokenizer(kd_config)
+  tokenizer = splits.load_tokenizer(kd_config)
   teacher = teacher_lib.load_teacher(kd_config, tokenizer)
-  dataset, _ = loop.load_split(kd_config, config.data.train, "train", tokenizer)
+  dataset, _ = splits.load_split(kd_config, config.data.train, "train", tokenizer)
   out = os.path.join(workdir, "teacher_cache")
-  stats = teacher_cache.build_cache(teacher.config, teacher.params, dataset, out,
+  stats = teacher_cache.build_cache(teacher.teacher, dataset, out,
                                     layers=teacher.layers, tokenizer=tokenizer,
                                     teacher_path=teacher.path, manifest_path=config.data.train,
                                     progress=config.progress)
@@ -145,11 +150,6 @@ def _decoders(config: ml_collections.ConfigDict) -> dict[str, ml_collections.Con
   return out
 
 
-def _splits(config: ml_collections.ConfigDict) -> list[str]:
-  return [s for s in config.eval.splits
-          if s != "real_english" or os.path.exists(config.data.real_english)]
-
-
 def measure_rtf(config: ml_collections.ConfigDict, out_json: str, *, workdir: str | None = None,
                 teacher_dir: str | None = None) -> dict | None:
   """Real-time factor on `config.demo.rtf_threads` CPUs (0: not measured), in a subprocess
@@ -164,7 +164,7 @@ def measure_rtf(config: ml_collections.ConfigDict, out_json: str, *, workdir: st
          f"--threads={threads}", f"--out={out_json}", f"--split={config.demo.rtf_split}"]
   cmd += [f"--teacher={teacher_dir}"] if teacher_dir else [f"--workdir={workdir}"]
   proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                        cwd=REPO)
   if proc.returncode:
     raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
   with open(out_json) as f:
@@ -217,7 +217,7 @@ def teacher_row(config: ml_collections.ConfigDict, teacher_dir: str) -> dict:
   with open(os.path.join(teacher_dir, hf_wav2vec2.TEACHER_META)) as f:
     num_params = json.load(f)["num_params"]
   return dict(num_params=num_params, path=teacher_dir, eval={
-      dec: evaluate.evaluate_teacher(cfg, teacher_dir, splits=_splits(config))
+      dec: evaluate.evaluate_teacher(teacher_dir, config=cfg)
       for dec, cfg in _decoders(config).items()})
 
 
@@ -237,8 +237,7 @@ def train_students(config: ml_collections.ConfigDict, workdir: str, teacher_dir:
     models[name] = dict(num_params=summary["num_params"], steps=summary["step"],
                         train_minutes=summary["wall_minutes"],
                         audio_sec_per_sec=_median_throughput(run_dir), path=run_dir, eval={
-                            dec: evaluate.evaluate_checkpoint(c, run_dir, "best",
-                                                              splits=_splits(cfg))
+                            dec: evaluate.evaluate_run(run_dir, "best", config=c)
                             for dec, c in _decoders(cfg).items()})
     models[name]["rtf"] = measure_rtf(cfg, os.path.join(run_dir, "rtf.json"), workdir=run_dir)
   return models

@@ -1,15 +1,15 @@
 """The three-family comparison: CTC, attention and transducer students, each with and without KD.
 
 `python -m launch.compare_families --config=configs/families.py --workdir=runs/families` runs
-`run`, the main job (distill_jax/demo.py) widened to several student families:
+`run`, the main job (jobs/demo.py) widened to several student families:
 
 1. The data, the n-gram LM, the converted teacher and its cache over the training split are
    made once (in WORKDIR) from the first family's config; every family must agree with it on
    the corpus, the teacher and the distillation settings the cache depends on (an error names
    the key otherwise).
 2. Per family of `config.order` (`config.families.<name>`, a full experiment config such as
-   configs/demo_attention.py's), in that order: the KD student in WORKDIR/<name>/kd and the control in
-   WORKDIR/<name>/control (same steps, data and seed, no teacher), trained and evaluated
+   configs/demo_attention.py's), in that order: the KD student in WORKDIR/<name>/kd and the
+   control in WORKDIR/<name>/control (same steps, data and seed, no teacher), trained and evaluated
    by `demo.train_students`: WER/CER on `eval.splits` (greedy, and beam + LM for CTC when the
    config has an LM), real-time factor on one CPU.
 3. WORKDIR/results.{md,json}: the teacher and one row per student, then the KD/control ratio
@@ -26,8 +26,8 @@ import time
 
 import ml_collections
 
-from distill_jax import demo
-from distill_jax.train import loop
+from distill_jax.jobs import demo
+from distill_jax.train import runs
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def check_shared(families: dict[str, ml_collections.ConfigDict]) -> None:
   first, *rest = families.items()
   for name, cfg in rest:
     for key in SHARED_KEYS:
-      want, got = loop.config_value(first[1], key), loop.config_value(cfg, key)
+      want, got = runs.config_value(first[1], key), runs.config_value(cfg, key)
       if want != got:
         raise ValueError(f"config.families.{name}.{key}={got!r} differs from "
                          f"config.families.{first[0]}.{key}={want!r}: the families share one "

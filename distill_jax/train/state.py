@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.struct
@@ -47,3 +48,12 @@ def create_state(params: Any, tx: optax.GradientTransformation, seed: int) -> Tr
 
 def count_params(params: Any) -> int:
   return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
+
+
+def init_params(model, batch_shapes, seed: int) -> Any:
+  """Student params initialized on the shortest of `batch_shapes` ([(B, S, L), ...]; the
+  dataset's `batch_shapes()`), batch of one."""
+  b, s, _ = min(batch_shapes, key=lambda x: x[1])
+  wav = jnp.zeros((1, s), jnp.float32)
+  return jax.jit(functools.partial(model.init, train=False))(
+      {"params": jax.random.key(seed)}, wav, jnp.zeros_like(wav))["params"]

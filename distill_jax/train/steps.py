@@ -6,7 +6,7 @@ tokens, frame weights, frames), so the update does not depend on how the batch i
 devices. A non-finite loss or gradient skips the update (params and optimizer state untouched)
 and is counted in `state.skipped`.
 
-`make_ctc_train_step`: the student family's hard loss on the ground truth (CTC, joint
+`make_train_step`: the student family's hard loss on the ground truth (CTC, joint
 CTC-attention or RNN-T: `train/objectives.py`). `make_distill_train_step`: knowledge
 distillation from a frozen teacher, online (teacher params are an argument of the step, never in
 the optimizer state) or from the offline cache (teacher outputs are fields of the batch).
@@ -25,7 +25,9 @@ import optax
 from distill_jax.decode import attention as att_decode
 from distill_jax.decode import ctc as ctc_decode
 from distill_jax.decode import transducer as rnnt_decode
-from distill_jax.losses import distill as kd
+from distill_jax.losses import frame_align, hidden, kl
+from distill_jax.models import projection
+from distill_jax.models.teacher import TeacherOutput
 from distill_jax.train import objectives
 from distill_jax.train.parallel import DATA_AXIS
 from distill_jax.train.state import TrainState
@@ -35,27 +37,33 @@ def _finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
-def _apply_update(state: TrainState, tx: optax.GradientTransformation, loss: jax.Array,
-                  grads: Any) -> tuple[TrainState, jax.Array]:
-  """One optimizer update, skipped (and counted) when the loss or a gradient is not finite."""
+def guarded_update(tx: optax.GradientTransformation, params: Any, opt_state: Any,
+                   loss: jax.Array, grads: Any) -> tuple[Any, Any, jax.Array]:
+  """(params, opt_state, ok): one optimizer update, or none (both returned unchanged) when the
+  loss or a gradient is not finite."""
   ok = jnp.isfinite(loss) & _finite(grads)
-  updates, new_opt = tx.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
+  updates, new_opt = tx.update(grads, opt_state, params)
+  new_params = optax.apply_updates(params, updates)
   keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
-  return state.replace(
-      step=state.step + 1, params=keep(new_params, state.params),
-      opt_state=keep(new_opt, state.opt_state),
-      skipped=state.skipped + (1 - ok.astype(jnp.int32))), ok
+  return keep(new_params, params), keep(new_opt, opt_state), ok
 
 
-def make_ctc_train_step(model: nn.Module, tx: optax.GradientTransformation,
+def apply_update(state: TrainState, tx: optax.GradientTransformation, loss: jax.Array,
+                 grads: Any) -> tuple[TrainState, jax.Array]:
+  """`guarded_update` on the train state; a skipped update is counted in `state.skipped`."""
+  params, opt_state, ok = guarded_update(tx, state.params, state.opt_state, loss, grads)
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                       skipped=state.skipped + (1 - ok.astype(jnp.int32))), ok
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                         lr_schedule: optax.Schedule, blank_id: int = 0,
                         grad_accum_steps: int = 1,
                         head: objectives.HeadLoss | None = None) -> Callable:
   """Returns step(state, batch) -> (state, metrics) for training on one shard.
 
   The hard loss is the student family's (`train/objectives.py`: CTC, joint CTC-attention or
-  RNN-T, settings in `head`); the name stays from when CTC was the only one.
+  RNN-T, settings in `head`).
 
   The shard's batch (waveform [b, S], wave_paddings [b, S], labels [b, L], label_paddings
   [b, L], weights [b]) is processed as `grad_accum_steps` = k micro-batches of b/k rows in a
@@ -118,7 +126,7 @@ def make_ctc_train_step(model: nn.Module, tx: optax.GradientTransformation,
     norm = jnp.maximum(jax.lax.psum(aux["tokens"], DATA_AXIS), 1.0)
     loss = jax.lax.psum(local_sum, DATA_AXIS) / norm
     grads = jax.tree_util.tree_map(lambda g: g / norm, jax.lax.psum(grads, DATA_AXIS))
-    new_state, ok = _apply_update(state, tx, loss, grads)
+    new_state, ok = apply_update(state, tx, loss, grads)
     metrics = dict(
         loss=loss, grad_norm=optax.global_norm(grads), lr=lr_schedule(state.step),
         tokens=jax.lax.psum(aux["tokens"], DATA_AXIS),
@@ -132,7 +140,7 @@ def make_ctc_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
 @dataclasses.dataclass(frozen=True)
 class KdSpec:
-  """What the distillation step optimizes (see losses/distill.py for the maths):
+  """What the distillation step optimizes (losses/kl.py, frame_align.py, hidden.py):
 
     L = alpha * CTC(labels) + beta * T^2 KL(p_t^T || p_s^T) + gamma * L_hidden
 
@@ -174,9 +182,9 @@ class KdSpec:
       raise ValueError("hidden-state distillation needs the teacher's hidden width")
 
 
-# Online teacher: (teacher_params, waveform [B, S], wave_paddings [B, S]) ->
-#   dict(log_probs [B, Tt, V], paddings [B, Tt], hidden [P, B, Tt, Dt] (P may be 0)).
-TeacherFn = Callable[[Any, jax.Array, jax.Array], dict[str, jax.Array]]
+# Online teacher: (teacher_params, waveform [B, S], wave_paddings [B, S]) -> TeacherOutput
+# (`models/teacher.py`; e.g. `train.teacher.RunTeacher.forward`, the run's layers bound).
+TeacherFn = Callable[[Any, jax.Array, jax.Array], TeacherOutput]
 
 TEACHER_FIELDS = ("teacher_log_probs", "teacher_paddings", "teacher_hidden")
 
@@ -204,7 +212,7 @@ def make_distill_train_step(model: nn.Module, tx: optax.GradientTransformation,
   teacher_hidden [b, P, Tt, Dt] (batch-major, so it is split over devices like every other
   field); `teacher_params` is then ignored (pass None).
   """
-  projections = kd.HiddenProjections(spec.layer_pairs, spec.teacher_dim)
+  projections = projection.HiddenProjections(spec.layer_pairs, spec.teacher_dim)
   head = head or objectives.HeadLoss()
 
   def teacher_outputs(teacher_params, batch):
@@ -213,9 +221,10 @@ def make_distill_train_step(model: nn.Module, tx: optax.GradientTransformation,
       if missing:
         raise ValueError(f"the distillation step has no teacher_fn and the batch lacks the "
                          f"cached teacher fields {missing}")
-      hidden = batch.get("teacher_hidden")
-      out = dict(log_probs=batch["teacher_log_probs"], paddings=batch["teacher_paddings"],
-                 hidden=None if hidden is None else jnp.swapaxes(hidden, 0, 1))
+      hid = batch.get("teacher_hidden")
+      out = TeacherOutput(log_probs=batch["teacher_log_probs"],
+                          hidden=None if hid is None else jnp.swapaxes(hid, 0, 1),
+                          frame_paddings=batch["teacher_paddings"])
     else:
       out = teacher_fn(teacher_params, batch["waveform"], batch["wave_paddings"])
     return jax.tree_util.tree_map(jax.lax.stop_gradient, out)
@@ -227,7 +236,7 @@ def make_distill_train_step(model: nn.Module, tx: optax.GradientTransformation,
     k_drop, k_spec, k_aug = jax.random.split(key, 3)
     teacher = teacher_outputs(teacher_params, batch)
     if spec.hard_labels == "teacher":
-      labels, label_paddings = _teacher_labels(teacher["log_probs"], teacher["paddings"],
+      labels, label_paddings = _teacher_labels(teacher.log_probs, teacher.frame_paddings,
                                                blank_id)
     else:
       labels, label_paddings = batch["labels"], batch["label_paddings"]
@@ -238,8 +247,8 @@ def make_distill_train_step(model: nn.Module, tx: optax.GradientTransformation,
           label_paddings, train=True,
           rngs={"dropout": k_drop, "specaug": k_spec, "augment": k_aug})
       ts = out["paddings"].shape[1]
-      t_lp, t_pad = kd.align_teacher(teacher["log_probs"], teacher["paddings"],
-                                     spec.frame_ratio, ts)
+      t_lp, t_pad = frame_align.align_teacher(teacher.log_probs, teacher.frame_paddings,
+                                              spec.frame_ratio, ts)
       pad = jnp.maximum(out["paddings"], t_pad)
       row_pad = jnp.maximum(pad, (batch["weights"] <= 0)[:, None].astype(pad.dtype))
       # Hard term: summed over the shard, normalized by the global count of target tokens.
@@ -251,7 +260,7 @@ def make_distill_train_step(model: nn.Module, tx: optax.GradientTransformation,
       # Soft term: frame-weighted KL sum (T^2 included), normalized by the global weight. It
       # reads CTC posteriors: the CTC student's, or the auxiliary CTC head of the others.
       if "logits" in out:
-        soft = kd.kl_divergence(out["logits"], t_lp, row_pad, spec.temperature,
+        soft = kl.kl_divergence(out["logits"], t_lp, row_pad, spec.temperature,
                                 blank_weight=spec.blank_weight,
                                 blank_threshold=spec.blank_threshold, blank_id=blank_id)
         counts["kl_weight"], sums["kl"] = soft["weight"], soft["sum"]
@@ -259,10 +268,10 @@ def make_distill_train_step(model: nn.Module, tx: optax.GradientTransformation,
         raise ValueError(f"distill.beta={spec.beta}: the frame-level KL needs CTC posteriors; "
                          "set config.model.aux_ctc=True (or distill.beta=0)")
       if spec.layer_pairs:
-        t_hidden, _ = kd.align_hidden(teacher["hidden"], teacher["paddings"], spec.frame_ratio,
-                                      ts)
+        t_hidden, _ = frame_align.align_hidden(teacher.hidden, teacher.frame_paddings,
+                                               spec.frame_ratio, ts)
         s_states = projections.apply({"params": params["projections"]}, out["hidden_states"])
-        hid = kd.hidden_states_loss(s_states, list(t_hidden), row_pad, spec.hidden_loss)
+        hid = hidden.hidden_states_loss(s_states, list(t_hidden), row_pad, spec.hidden_loss)
         counts["frames"], sums["hidden"] = hid["num_frames"], hid["sum"]
       # The counts do not depend on the params, so normalizing inside the differentiated
       # function by their global sums gives the gradient of the global loss.
@@ -282,7 +291,7 @@ def make_distill_train_step(model: nn.Module, tx: optax.GradientTransformation,
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     loss = jax.lax.psum(loss, DATA_AXIS)
     grads = jax.lax.psum(grads, DATA_AXIS)
-    new_state, ok = _apply_update(state, tx, loss, grads)
+    new_state, ok = apply_update(state, tx, loss, grads)
     psum = lambda x: jax.lax.psum(x, DATA_AXIS)
     metrics = dict(
         loss=loss, grad_norm=optax.global_norm(grads), lr=lr_schedule(state.step),
@@ -300,7 +309,8 @@ def init_distill_params(model: nn.Module, spec: KdSpec, student_params: Any,
   proj = {}
   if spec.layer_pairs:
     states = jnp.zeros((num_layers + 1, 1, 1, model.encoder.model_dim), jnp.float32)
-    proj = kd.HiddenProjections(spec.layer_pairs, spec.teacher_dim).init(rng, states)["params"]
+    proj = projection.HiddenProjections(spec.layer_pairs, spec.teacher_dim).init(
+        rng, states)["params"]
   return dict(student=student_params, projections=proj)
 
 

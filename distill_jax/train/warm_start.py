@@ -1,6 +1,6 @@
 """Warm starts from a Hugging Face folder (`config.train.init_from=FOLDER`): fine-tuning an
 exported teacher or a downloaded hub checkpoint with the loop; and the params-fit check that
-every warm start (a run folder's too, `loop.warm_start_params`) goes through.
+every warm start (a run folder's too, `warm_start_params`) goes through.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from distill_jax import text as text_lib
 from distill_jax.convert import hf_wav2vec2
 from distill_jax.models import build
+from distill_jax.train import runs
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +78,35 @@ def hf_warm_start_params(config: ml_collections.ConfigDict, source: str, params:
   log.info("warm start from the Hugging Face folder %s: fresh optimizer state and schedule",
            source)
   return jax.tree.map(jnp.asarray, loaded)
+
+
+# config.model keys that change training only (no parameter): a warm start may change them.
+WARM_START_FREE = ("specaug_enabled", "specaug", "vtlp_enabled", "vtlp", "speed_perturb_enabled",
+                   "speed_perturb")
+
+
+def warm_start_params(config: ml_collections.ConfigDict, source: str, params: Any,
+                      tokenizer: text_lib.CharTokenizer | None = None) -> Any:
+  """The student params of run `source`'s latest checkpoint, for `config.train.init_from`.
+
+  The source's model config must be this run's (the params tree and shapes are then equal)
+  except for the training-time augmentations (`WARM_START_FREE`: a later phase may add them);
+  a difference is an error naming the config keys. A Hugging Face folder (config.json) instead
+  goes through `hf_warm_start_params` (needs `tokenizer`). Only a run's first start reads it: a
+  resumed run continues from its own checkpoint.
+  """
+  if is_hf_folder(source):
+    if tokenizer is None:
+      raise ValueError("warm_start_params: a Hugging Face folder needs the run's tokenizer")
+    return hf_warm_start_params(config, source, params, tokenizer)
+  old = runs.saved_config(source)
+  new_model, old_model = runs.as_json(config.model.to_dict()), runs.as_json(old.model.to_dict())
+  diffs = sorted(k for k in set(new_model) | set(old_model)
+                 if new_model.get(k) != old_model.get(k) and k not in WARM_START_FREE)
+  if diffs:
+    raise ValueError(f"config.train.init_from={source!r}: its model config differs in "
+                     f"model.{{{', '.join(diffs)}}}")
+  _, loaded, _, step = runs.restore_student(source, "latest")
+  check_params_fit(source, loaded, params)
+  log.info("warm start from %s (step %d): fresh optimizer state and schedule", source, step)
+  return loaded

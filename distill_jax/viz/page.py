@@ -9,6 +9,7 @@ writes the same states at full width for TensorBoard's embedding projector.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -16,7 +17,40 @@ import wave
 
 import numpy as np
 
-from distill_jax.viz import data as data_lib
+SAMPLE_RATE = 16000
+
+
+@dataclasses.dataclass
+class Utterance:
+  id: str
+  text: str
+  audio: np.ndarray  # [S] int16
+  spectrogram: np.ndarray  # [F, M] float32 log-mel (student frontend, 10 ms hop)
+  teacher_probs: np.ndarray  # [Tt, V] float32, teacher frames
+  teacher_decode: str
+  words: list  # [(word, start_s, end_s)]
+  frame_chars: list  # [n] the forced-aligned character of each student frame ('' = blank)
+  teacher_coords: np.ndarray  # [n, k] teacher layer in the PCA basis, student frames
+  student_probs: np.ndarray  # [K, n, V] float32
+  student_decodes: list  # [K] str
+  student_coords: np.ndarray  # [K, n, k] mapped student layer in the PCA basis
+  kl: np.ndarray  # [K, n] T^2 KL(p_t^T || p_s^T) per student frame
+  distance: np.ndarray  # [K, n] ||mapped student - teacher|| / teacher RMS spread
+  align_note: str = ""
+
+
+@dataclasses.dataclass
+class PageData:
+  meta: dict
+  steps: list
+  vocab: list  # token of each id
+  explained_variance_ratio: np.ndarray  # [k]
+  cka: np.ndarray  # [K, Lt + 1, Ls + 1]
+  mapped_cka: np.ndarray  # [K]
+  student_variance_in_plane: np.ndarray  # [K] share of the mapped student variance in PC1-2
+  utterances: list
+
+
 
 TEMPLATE = os.path.join(os.path.dirname(__file__), "template.html")
 DATA_MARK = "/*__PAGE_DATA__*/null"
@@ -41,7 +75,7 @@ def u8(x) -> dict:
               hi=hi)
 
 
-def wav_data_url(audio: np.ndarray, sample_rate: int = data_lib.SAMPLE_RATE) -> str:
+def wav_data_url(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
   buf = io.BytesIO()
   with wave.open(buf, "wb") as w:
     w.setnchannels(1)
@@ -51,11 +85,11 @@ def wav_data_url(audio: np.ndarray, sample_rate: int = data_lib.SAMPLE_RATE) -> 
   return "data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def page_json(d: data_lib.PageData) -> dict:
+def page_json(d: PageData) -> dict:
   utts = []
   for u in d.utterances:
     utts.append(dict(
-        id=u.id, text=u.text, duration=len(u.audio) / data_lib.SAMPLE_RATE,
+        id=u.id, text=u.text, duration=len(u.audio) / SAMPLE_RATE,
         audio=wav_data_url(u.audio), spec=u8(u.spectrogram), teacher_probs=f16(u.teacher_probs),
         teacher_decode=u.teacher_decode, words=[[w, a, b] for w, a, b in u.words],
         frame_chars=u.frame_chars, teacher_coords=f16(u.teacher_coords),
@@ -69,7 +103,7 @@ def page_json(d: data_lib.PageData) -> dict:
               utterances=utts)
 
 
-def render_html(d: data_lib.PageData) -> str:
+def render_html(d: PageData) -> str:
   with open(TEMPLATE, encoding="utf-8") as f:
     template = f.read()
   if template.count(DATA_MARK) != 1:
@@ -79,7 +113,7 @@ def render_html(d: data_lib.PageData) -> str:
   return template.replace(DATA_MARK, blob)
 
 
-def write_page(d: data_lib.PageData, path: str) -> dict:
+def write_page(d: PageData, path: str) -> dict:
   """Writes the page; returns {'path', 'bytes'}."""
   html = render_html(d)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -88,7 +122,7 @@ def write_page(d: data_lib.PageData, path: str) -> dict:
   return dict(path=path, bytes=os.path.getsize(path))
 
 
-def projector_rows(d: data_lib.PageData, step_index: int = -1):
+def projector_rows(d: PageData, step_index: int = -1):
   """(vectors [N, k], metadata rows) of the teacher and one checkpoint's student, every frame
   of every utterance, with `__seq_next__` linking each frame to the next of its sequence."""
   vecs, meta = [], []
@@ -109,7 +143,7 @@ def projector_rows(d: data_lib.PageData, step_index: int = -1):
 PROJECTOR_HEADER = ["source", "utterance", "frame", "time_s", "char", "__seq_next__"]
 
 
-def write_projector_tsv(d: data_lib.PageData, prefix: str) -> tuple[str, str]:
+def write_projector_tsv(d: PageData, prefix: str) -> tuple[str, str]:
   """prefix_vectors.tsv (PCA coordinates) and prefix_metadata.tsv for projector.tensorflow.org
   or TensorBoard's projector ('Load' both files)."""
   vecs, meta = projector_rows(d)

@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 
 from configs import base
+from distill_jax.train import splits
 from distill_jax import text
 from distill_jax.data import local, sources
 from distill_jax.data.manifest import ManifestError, read_manifest
@@ -187,12 +188,12 @@ def test_training_loop_reads_the_built_manifests_with_the_language_rules(tmp_pat
   config.data.buckets = (1.0, 2.0)
   config.data.batch_seconds = 4.0
   config.data.audio_in_memory = "no"
-  tok = loop.load_tokenizer(config)
-  ds, rep = loop.load_split(config, config.data.train, "train", tok, progress=False)
+  tok = splits.load_tokenizer(config)
+  ds, rep = splits.load_split(config, config.data.train, "train", tok, progress=False)
   assert ds.lazy and rep.kept == 2
   assert [ex.text for ex in ds.examples] == ["ÜBER DIE STRASSE"] * 2
   config.data.max_seconds = 1.2
-  _, rep = loop.load_split(config, config.data.train, "train", tok, progress=False)
+  _, rep = splits.load_split(config, config.data.train, "train", tok, progress=False)
   assert rep.counts() == {"too_long": 1}
 
 

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax import adapt
+from distill_jax.train import splits
+from distill_jax.jobs import adapt
 from distill_jax import text as text_lib
 from distill_jax.adapters import checkpoint as adapter_ckpt
 from distill_jax.adapters import lora
@@ -91,7 +92,7 @@ def test_adapted_teacher_loads_with_its_adapters_merged(tiny_corpus, teacher_hf,
   config = _config(tiny_corpus, teacher_hf, mode, steps=3)
   out = adapt.run(config, str(tmp_path / "run"))
   assert out["skipped_updates"] == 0 and out["last_loss"] < out["first_loss"]
-  tokenizer = loop.load_tokenizer(config)
+  tokenizer = splits.load_tokenizer(config)
   plain = teacher_lib.load_teacher(config, tokenizer)
   config.distill.teacher_adapter = out["adapters"]
   adapted = teacher_lib.load_teacher(config, tokenizer)
@@ -102,7 +103,7 @@ def test_adapted_teacher_loads_with_its_adapters_merged(tiny_corpus, teacher_hf,
   adapters = adapter_ckpt.load_adapters(out["adapters"], base).adapters
   wave = jax.random.normal(jax.random.key(0), (2, 8000)) * 0.1
   pads = jnp.zeros_like(wave)
-  model = w2v.Wav2Vec2ForCTC(plain.config)
+  model = w2v.Wav2Vec2ForCTC(plain.teacher.config)
   want = lora.lora_apply(model, {"params": base}, adapters, wave, pads)["logits"]
   got = model.apply({"params": adapted.params}, wave, pads)["logits"]
   np.testing.assert_allclose(got, want, atol=1e-4)

@@ -6,8 +6,8 @@ import ml_collections
 import pytest
 
 from configs import families as families_config
-from distill_jax import families
-from tests.test_demo import _config, _hf_teacher
+from distill_jax.jobs import families
+from tests.jobs.test_demo import _config, _hf_teacher
 
 
 def test_the_shipped_families_share_corpus_teacher_and_schedule():

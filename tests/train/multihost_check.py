@@ -35,7 +35,7 @@ def main(process_id: int, port: int, mode: str) -> None:
   params = model.init({"params": jax.random.key(0)}, batch["waveform"][:1],
                       batch["wave_paddings"][:1], train=False)["params"]
   tx = state_lib.make_optimizer(config.train)
-  step = steps.make_ctc_train_step(model, tx, state_lib.learning_rate_schedule(config.train),
+  step = steps.make_train_step(model, tx, state_lib.learning_rate_schedule(config.train),
                                    tok.blank_id)
   par = parallel.parallelize(step, parallel.make_mesh(), mode=mode)
   rows = parallel_check.BATCH // 2

@@ -16,6 +16,7 @@ from configs import base
 from distill_jax import text as text_lib
 from distill_jax.models import build
 from distill_jax.models import wav2vec2 as w2v
+from distill_jax.models.wav2vec2_teacher import Wav2Vec2Teacher
 from distill_jax.train import parallel, state as state_lib, steps
 
 NUM_STEPS = 3
@@ -60,7 +61,7 @@ def train(mode: str, num_devices: int, grad_accum_steps: int = 1) -> dict:
   params = model.init({"params": jax.random.key(0)}, batch["waveform"][:1],
                       batch["wave_paddings"][:1], train=False)["params"]
   tx = state_lib.make_optimizer(config.train)
-  step = steps.make_ctc_train_step(model, tx, state_lib.learning_rate_schedule(config.train),
+  step = steps.make_train_step(model, tx, state_lib.learning_rate_schedule(config.train),
                                    tok.blank_id, grad_accum_steps=grad_accum_steps)
   par = parallel.parallelize(step, parallel.make_mesh(jax.devices()[:num_devices]), mode=mode)
   init = jax.tree_util.tree_leaves(jax.device_get(params))  # the step donates the state
@@ -93,7 +94,8 @@ def train_kd(mode: str, num_devices: int) -> dict:
   tx = state_lib.make_optimizer(config.train)
   step = steps.make_distill_train_step(
       model, tx, state_lib.learning_rate_schedule(config.train), spec,
-      teacher_fn=w2v.make_teacher_fn(w2v.Wav2Vec2ForCTC(t_cfg), (2,)), blank_id=tok.blank_id)
+      teacher_fn=lambda p, w, m: Wav2Vec2Teacher(t_cfg, None, {}).forward(p, w, m, (2,)),
+      blank_id=tok.blank_id)
   par = parallel.parallelize(step, parallel.make_mesh(jax.devices()[:num_devices]), mode=mode,
                              num_frozen=1)
   init = jax.tree_util.tree_leaves(jax.device_get(params))

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from distill_jax import evaluate
+from distill_jax.train import runs, splits
+from distill_jax.jobs import evaluate
 from distill_jax import text as text_lib
 from distill_jax.convert import hf_wav2vec2
 from distill_jax.data import teacher_cache
@@ -53,9 +54,9 @@ def test_distill_run_trains_evaluates_and_records_the_teacher(tiny_corpus, teach
   logged = set().union(*rows)
   assert {"train/loss_hard", "train/loss_kl", "train/loss_hidden"} <= logged
   # Evaluation restores the student alone (projections are dropped).
-  res = evaluate.evaluate_checkpoint(config, workdir, "latest", splits=["test"])["test"]
+  res = evaluate.evaluate_run(workdir, config=config, which="latest", splits=["test"])["test"]
   assert res["utterances"] == 8
-  _, params, _, _ = loop.restore_student(config, workdir, "latest")
+  _, params, _, _ = runs.restore_student(workdir, "latest")
   assert "ctc_head" in params and "proj_2_2" not in str(jax.tree_util.tree_structure(params))
 
   # Resuming with another teacher is an error that names both.
@@ -73,9 +74,9 @@ def test_distill_run_trains_evaluates_and_records_the_teacher(tiny_corpus, teach
 @pytest.mark.slow  # 140 s; the step-level equivalence (test_distill_step.py) stays in CI
 def test_cached_teacher_trains_like_the_online_one(tiny_corpus, teacher_folder, tmp_path):
   config = _config(tiny_corpus, teacher_folder)
-  tokenizer = loop.load_tokenizer(config)
+  tokenizer = splits.load_tokenizer(config)
   teacher = teacher_lib.load_teacher(config, tokenizer)
-  train, _ = loop.load_split(config, config.data.train, "train", tokenizer, progress=False)
+  train, _ = splits.load_split(config, config.data.train, "train", tokenizer, progress=False)
   cache = str(tmp_path / "cache")
   teacher_cache.build_cache(teacher.config, teacher.params, train, cache, layers=teacher.layers,
                             tokenizer=tokenizer, progress=False)
@@ -99,7 +100,7 @@ def test_teacher_errors_are_named(tiny_corpus, tmp_path):
                                         text_lib.CharTokenizer(vocab), str(tmp_path / "t30"))
   config = _config(tiny_corpus, folder)
   with pytest.raises(ValueError, match="teacher .*t30"):
-    teacher_lib.load_teacher(config, loop.load_tokenizer(config))
+    teacher_lib.load_teacher(config, splits.load_tokenizer(config))
   config.distill.teacher = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError, match="config.distill.teacher"):
-    teacher_lib.load_teacher(config, loop.load_tokenizer(config))
+    teacher_lib.load_teacher(config, splits.load_tokenizer(config))

@@ -9,6 +9,7 @@ import pytest
 from configs import base
 from distill_jax.models import build
 from distill_jax.models import wav2vec2 as w2v
+from distill_jax.models.wav2vec2_teacher import Wav2Vec2Teacher
 from distill_jax.train import parallel, state as state_lib, steps
 
 V = 32
@@ -28,7 +29,8 @@ def _teacher():
                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
                            hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
                            final_dropout=0.0, layerdrop=0.0)
-  return w2v.Wav2Vec2ForCTC(cfg), w2v.init_params(cfg, seed=1)
+  params = w2v.init_params(cfg, seed=1)
+  return Wav2Vec2Teacher(cfg, params, {}), params
 
 
 def _batch(seed=0):
@@ -59,7 +61,7 @@ def _setup(spec, lr):
 def _run(spec, online=True, num_steps=1, lr=1e-3):
   teacher, tparams = _teacher()
   layers = tuple(t for _, t in spec.layer_pairs)
-  tfn = w2v.make_teacher_fn(teacher, layers)
+  tfn = lambda p, w, m: teacher.forward(p, w, m, layers)
   student, tx, st, b = _setup(spec, lr)
   sched = lambda step: lr
   step = steps.make_distill_train_step(student, tx, sched, spec,
@@ -68,9 +70,9 @@ def _run(spec, online=True, num_steps=1, lr=1e-3):
   st = par.put_state(st)
   if not online:
     t = jax.jit(tfn)(tparams, b["waveform"], b["wave_paddings"])
-    b = dict(b, teacher_log_probs=np.asarray(t["log_probs"]),
-             teacher_paddings=np.asarray(t["paddings"]),
-             teacher_hidden=np.asarray(t["hidden"]).swapaxes(0, 1))
+    b = dict(b, teacher_log_probs=np.asarray(t.log_probs),
+             teacher_paddings=np.asarray(t.frame_paddings),
+             teacher_hidden=np.asarray(t.hidden).swapaxes(0, 1))
     tparams = None
   frozen = par.put_frozen(tparams)
   history = []
@@ -126,6 +128,12 @@ def test_projections_are_trained_and_student_tree_is_separate():
   st, _ = _run(SPEC, num_steps=1)
   assert set(st.params) == {"student", "projections"}
   assert set(st.params["projections"]) == {"proj_2_2", "proj_1_1"}
+  # One update moved every projection kernel (they are trained, not only present).
+  init = _setup(SPEC, 1e-3)[2].params["projections"]
+  for name in ("proj_2_2", "proj_1_1"):
+    change = np.max(np.abs(np.asarray(st.params["projections"][name]["kernel"])
+                           - np.asarray(init[name]["kernel"])))
+    assert change > 1e-6, name
 
 
 def test_bad_specs_are_named():
@@ -134,5 +142,6 @@ def test_bad_specs_are_named():
   with pytest.raises(ValueError, match="gamma"):
     steps.KdSpec(gamma=1.0)
   teacher, _ = _teacher()
-  with pytest.raises(ValueError, match=r"teacher layer\(s\) \[7\]"):
-    w2v.make_teacher_fn(teacher, (7,))
+  x = jnp.zeros((1, 1600))
+  with pytest.raises(ValueError, match=r"layers: layer 7 does not exist; the wav2vec2 teacher"):
+    teacher.forward(teacher.params, x, x, (7,))

@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from distill_jax import evaluate
+from distill_jax.train import evaluate
 from distill_jax import text as text_lib
 from distill_jax.decode import ngram
 

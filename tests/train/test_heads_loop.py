@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from distill_jax import evaluate
+from distill_jax.jobs import evaluate
 from distill_jax import text as text_lib
 from distill_jax.convert import hf_wav2vec2
 from distill_jax.models import wav2vec2 as w2v
@@ -54,7 +54,7 @@ def test_student_trains_through_the_loop_and_decodes(tiny_corpus, tmp_path, head
   assert any("dev/wer" in r for r in rows)
   for decoder in ("greedy", "beam"):
     config.eval.decoder = decoder
-    res = evaluate.evaluate_checkpoint(config, workdir, "latest", splits=["test"])["test"]
+    res = evaluate.evaluate_run(workdir, config=config, which="latest", splits=["test"])["test"]
     assert res["utterances"] == 8 and res["decoder"] == decoder and res["rtf"] > 0
     suffix = "" if decoder == "greedy" else "_beam"
     lines = open(os.path.join(workdir, "eval", f"test_step8{suffix}",
@@ -62,7 +62,7 @@ def test_student_trains_through_the_loop_and_decodes(tiny_corpus, tmp_path, head
     assert len(lines) == 9
   config.eval.decoder = "beam_lm"
   with pytest.raises(ValueError, match="'greedy' or 'beam'"):
-    evaluate.evaluate_checkpoint(config, workdir, "latest", splits=["test"])
+    evaluate.evaluate_run(workdir, config=config, which="latest", splits=["test"])
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_distillation_runs_for_the_new_heads(tiny_corpus, teacher_folder, tmp_pa
   for key in ("train/loss_hard", "train/loss_kl", "train/loss_hidden"):
     assert all(np.isfinite(r[key]) for r in train), key
   assert all(r["train/loss_kl"] > 0 and r["train/loss_hidden"] > 0 for r in train)
-  res = evaluate.evaluate_checkpoint(config, workdir, "latest", splits=["test"])["test"]
+  res = evaluate.evaluate_run(workdir, config=config, which="latest", splits=["test"])["test"]
   assert res["utterances"] == 8
 
 

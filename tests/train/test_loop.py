@@ -9,11 +9,12 @@ import sys
 import time
 
 import jax
+import jiwer
 import numpy as np
 import pytest
 
-from distill_jax import evaluate
-from distill_jax.train import loop
+from distill_jax.train import runs, warm_start
+from distill_jax.jobs import evaluate
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "tests", "train", "tiny_config.py")
@@ -80,23 +81,26 @@ def test_sigkill_and_resume_gives_identical_parameters(tiny_corpus, uninterrupte
   assert done.returncode == 0, done.stderr[-3000:]
   assert f"resumed from step {killed_at}" in done.stderr
 
-  config = _config(tiny_corpus)
-  _, params_a, _, step_a = loop.restore_student(config, uninterrupted, "latest")
-  _, params_b, _, step_b = loop.restore_student(config, workdir, "latest")
+  _, params_a, _, step_a = runs.restore_student(uninterrupted, "latest")
+  _, params_b, _, step_b = runs.restore_student(workdir, "latest")
   assert step_a == step_b == 40
   jax.tree_util.tree_map(np.testing.assert_array_equal, params_a, params_b)
 
 
 def test_evaluate_checkpoint_writes_hypotheses(tiny_corpus, uninterrupted):
-  res = evaluate.evaluate_checkpoint(_config(tiny_corpus), uninterrupted, "best",
-                                     splits=["test"])["test"]
-  assert 0.0 <= res["cer"] and res["utterances"] == 8
+  res = evaluate.evaluate_run(uninterrupted, config=_config(tiny_corpus), which="best",
+                              splits=["test"])["test"]
+  assert res["utterances"] == 8 and res["skipped_ids"] == []
   out = os.path.join(uninterrupted, "eval", f"test_step{res['step']}")
   lines = open(os.path.join(out, "hypotheses.tsv")).read().splitlines()
   assert lines[0] == "id\treference\thypothesis\twer" and len(lines) == 9
+  # The summary's scores are those of the written hypotheses.
+  rows = [line.split("\t") for line in lines[1:]]
+  assert res["cer"] == pytest.approx(jiwer.cer([r[1] for r in rows], [r[2] for r in rows]))
+  assert res["wer"] == pytest.approx(jiwer.wer([r[1] for r in rows], [r[2] for r in rows]))
   # 'avg:2' (steps 35 and 40 averaged) is scored under its own tag, not over step 40's.
-  avg = evaluate.evaluate_checkpoint(_config(tiny_corpus), uninterrupted, "avg:2",
-                                     splits=["test"])["test"]
+  avg = evaluate.evaluate_run(uninterrupted, config=_config(tiny_corpus), which="avg:2",
+                              splits=["test"])["test"]
   assert avg["step"] == 40 and avg["checkpoint"] == "avg:2"
   assert os.path.exists(os.path.join(uninterrupted, "eval", "test_step40_avg2", "summary.json"))
 
@@ -116,16 +120,15 @@ def test_resume_with_a_different_model_is_refused(tiny_corpus, uninterrupted, tm
 
 
 def test_warm_start_takes_the_weights_and_names_a_model_difference(tiny_corpus, uninterrupted):
-  saved = loop.saved_config(uninterrupted)
-  _, params, _, _ = loop.restore_student(saved, uninterrupted, "latest")
+  _, params, _, _ = runs.restore_student(uninterrupted, "latest")
   config = _config(tiny_corpus)
-  # Training-only augmentations may change between phases (loop.WARM_START_FREE).
+  # Training-only augmentations may change between phases (warm_start.WARM_START_FREE).
   config.model.specaug_enabled = not config.model.specaug_enabled
   config.model.vtlp_enabled = not config.model.vtlp_enabled
   zeros = jax.tree.map(np.zeros_like, params)
-  loaded = loop.warm_start_params(config, uninterrupted, zeros)
+  loaded = warm_start.warm_start_params(config, uninterrupted, zeros)
   for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)
   config.model.head_dropout = 0.3
   with pytest.raises(ValueError, match=r"differs in model\.\{head_dropout\}"):
-    loop.warm_start_params(config, uninterrupted, zeros)
+    warm_start.warm_start_params(config, uninterrupted, zeros)

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from distill_jax.train import runs
 from tests.train import parallel_check
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -61,11 +62,10 @@ def test_two_hosts_match_one_device(reference, mode):
 def test_training_loop_on_two_hosts_matches_two_devices_in_one_process(tiny_corpus, tmp_path):
   """train_and_evaluate on 2 processes: same final params as 2 devices in one process (same
   global batches); process 0 alone writes metrics; the checkpoint restores everywhere."""
-  from distill_jax.train import loop  # pylint: disable=import-outside-toplevel
   from tests.train import tiny_config  # pylint: disable=import-outside-toplevel
   multi = str(tmp_path / "multi")
   got = _two_processes("loop", tiny_corpus, multi)
-  assert got["step"] == 4 and 0.0 <= got["dev"]["wer"]
+  assert got["step"] == 4 and got["dev"]["utterances"] > 0 and got["dev"]["wer"] > 0.0
   rows = [json.loads(l) for l in open(os.path.join(multi, "metrics.jsonl"))]
   assert len([r for r in rows if "dev/wer" in r]) == 1  # written once, by process 0
 
@@ -77,8 +77,7 @@ def test_training_loop_on_two_hosts_matches_two_devices_in_one_process(tiny_corp
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
   subprocess.run([sys.executable, "-c", code, tiny_corpus, single], cwd=REPO, env=env,
                  check=True, capture_output=True)
-  config = tiny_config.get_config(tiny_corpus)
-  leaves = lambda w: jax.tree_util.tree_leaves(loop.restore_student(config, w, "latest")[1])
+  leaves = lambda w: jax.tree_util.tree_leaves(runs.restore_student(w, "latest")[1])
   diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
              for a, b in zip(leaves(multi), leaves(single)))
   assert diff < TOL

@@ -13,7 +13,7 @@ import os
 import pytest
 
 from distill_jax.viz import browser
-from distill_jax.viz import data as data_lib
+from distill_jax.jobs import latent_page
 from distill_jax.viz import page
 
 
@@ -24,7 +24,7 @@ def test_page_in_headless_chromium(kd_run, tmp_path):
   if not os.path.exists(browser.CHROMIUM):
     pytest.fail(f"{browser.CHROMIUM} is missing: apt-get install chromium (bash install.sh "
                 "--test)")
-  d = data_lib.compute_page_data(kd_run, split="test", utterances=2, fit_utterances=8)
+  d = latent_page.compute_page_data(kd_run, split="test", utterances=2, fit_utterances=8)
   out = str(tmp_path / "latent.html")
   info = page.write_page(d, out)
   shots = tmp_path / "screenshots"
@@ -72,7 +72,7 @@ def test_page_in_headless_chromium(kd_run, tmp_path):
 @pytest.mark.slow
 def test_screenshots_of_first_and_last_checkpoint(kd_run, tmp_path):
   pytest.importorskip("playwright.sync_api")
-  d = data_lib.compute_page_data(kd_run, split="test", utterances=1, fit_utterances=4)
+  d = latent_page.compute_page_data(kd_run, split="test", utterances=1, fit_utterances=4)
   out = str(tmp_path / "latent.html")
   page.write_page(d, out)
   info = browser.screenshots(out, str(tmp_path / "shots"))

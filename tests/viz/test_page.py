@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax.losses import distill as kd
+from distill_jax.losses import kl
 from distill_jax.train import checkpoint as ckpt_lib
-from distill_jax.viz import data as data_lib
+from distill_jax.jobs import latent_page
 from distill_jax.viz import page
 from tests.viz import tiny_run
 
@@ -26,7 +26,7 @@ def test_keep_every_keeps_snapshots(kd_run):
 
 
 def test_page_data_is_consistent(kd_run):
-  d = data_lib.compute_page_data(kd_run, split="test", utterances=3, fit_utterances=8)
+  d = latent_page.compute_page_data(kd_run, split="test", utterances=3, fit_utterances=8)
   assert d.steps == [2, 4, 6, 8, 10, 12]
   m = d.meta
   # last_k=1 maps the student's last layer (1) to the teacher's last (2) through a projection.
@@ -55,8 +55,8 @@ def test_frame_kl_matches_the_training_loss_term():
   rng = np.random.default_rng(0)
   s = jnp.asarray(rng.normal(size=(7, 32)), jnp.float32)
   t = jax_log_softmax(rng.normal(size=(7, 32)))
-  per_frame = data_lib.frame_kl(np.asarray(s), np.asarray(t), 2.0)
-  ref = kd.kl_divergence(s[None], t[None], jnp.zeros((1, 7)), 2.0)
+  per_frame = latent_page.frame_kl(np.asarray(s), np.asarray(t), 2.0)
+  ref = kl.kl_divergence(s[None], t[None], jnp.zeros((1, 7)), 2.0)
   np.testing.assert_allclose(per_frame.mean(), float(ref["loss"]), rtol=1e-5)
 
 
@@ -69,7 +69,7 @@ def jax_log_softmax(x):
 def test_procrustes_mapping_without_a_kd_projection(tiny_corpus, viz_teacher_folder, tmp_path):
   workdir = str(tmp_path / "kd_nohidden")
   tiny_run.tiny_distill_run(tiny_corpus, viz_teacher_folder, workdir, gamma=0.0)
-  d = data_lib.compute_page_data(workdir, split="test", utterances=1, fit_utterances=4)
+  d = latent_page.compute_page_data(workdir, split="test", utterances=1, fit_utterances=4)
   assert d.meta["mapping"] == "procrustes" and d.meta["kd_pairs"] == []
   assert (d.meta["student_layer"], d.meta["teacher_layer"]) == (1, 2)
 
@@ -103,6 +103,6 @@ def test_launch_writes_a_self_contained_page(kd_run, tmp_path):
 
 def test_errors_are_named(tiny_corpus, tmp_path):
   with pytest.raises(FileNotFoundError, match="no checkpoints"):
-    data_lib.run_config(str(tmp_path))
+    latent_page.run_config(str(tmp_path))
   with pytest.raises(ValueError, match="non-finite"):
     page.f16(np.array([np.nan]))
