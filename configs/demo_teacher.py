@@ -105,7 +105,7 @@ def get_config(arg=None):
   c.train.eval_every = 500
   c.train.checkpoint_every = 100
   c.train.keep_every = 500
-  # Real read English (launch.make_manifest over ../shared/data/speech, README "Commands").
+  # Real read English (launch.make_manifest over data/real_english, docs/commands.md).
   c.data.real_english = "corpora/real_english.jsonl"
   c.eval.splits = ("test", "real_english")
   return c

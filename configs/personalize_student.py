@@ -2,9 +2,9 @@
 reader) from 1.8 minutes of her recordings, evaluated on her other 16 clips:
 
   python -m launch.make_manifest --out=corpora/lj_adapt.jsonl --range=0:16 \
-      --folder=../shared/data/speech/ljspeech_coqui_tts
+      --folder=data/real_english/ljspeech_coqui_tts
   python -m launch.make_manifest --out=corpora/lj_eval.jsonl --range=16: \
-      --folder=../shared/data/speech/ljspeech_coqui_tts
+      --folder=data/real_english/ljspeech_coqui_tts
   python -m launch.adapt --config=configs/personalize_student.py --workdir=runs/personal_lj
 
 config.adapt.max_train_seconds (300) refuses more than 5 minutes of the voice; the synthetic
