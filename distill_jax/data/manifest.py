@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Iterable
+import random
+from typing import Iterable, Sequence
 
 REQUIRED_FIELDS = ("id", "path", "text")
 
@@ -80,3 +81,19 @@ def write_manifest(path: str, utterances: Iterable[Utterance]) -> None:
       row["path"] = os.path.relpath(ap, base) if ap.startswith(base + os.sep) else ap
       f.write(json.dumps(row, ensure_ascii=False) + "\n")
   os.replace(tmp, path)
+
+
+def hold_out_speakers(utterances: Sequence[Utterance], num_speakers: int,
+                      seed: int) -> tuple[list[Utterance], list[Utterance]]:
+  """(held out, rest): every utterance of `num_speakers` speakers drawn with `seed` (from the
+  sorted speaker names, so the draw does not depend on the order of the utterances)."""
+  speakers = sorted({u.speaker for u in utterances})
+  if "" in speakers:
+    raise ManifestError("hold_out_speakers: some utterances have no speaker "
+                        f"(e.g. {next(u.id for u in utterances if not u.speaker)!r})")
+  if not 0 < num_speakers < len(speakers):
+    raise ManifestError(f"hold_out_speakers: {num_speakers} of {len(speakers)} speakers; need "
+                        "at least one on each side")
+  held = set(random.Random(seed).sample(speakers, num_speakers))
+  return ([u for u in utterances if u.speaker in held],
+          [u for u in utterances if u.speaker not in held])

@@ -47,3 +47,18 @@ def test_duplicate_ids_and_missing_manifest(tmp_path):
     manifest.read_manifest(str(path))
   with pytest.raises(manifest.ManifestError, match="not found"):
     manifest.read_manifest(str(tmp_path / "nope.jsonl"))
+
+
+def test_hold_out_speakers_takes_whole_speakers_whatever_the_order():
+  utts = [manifest.Utterance(id=f"{s}_{i}", path=f"/a/{s}_{i}.wav", text="A", speaker=s)
+          for s in ("s1", "s2", "s3", "s4") for i in range(3)]
+  held, rest = manifest.hold_out_speakers(utts, 1, seed=0)
+  held2, rest2 = manifest.hold_out_speakers(utts[::-1], 1, seed=0)
+  assert len(held) == 3 and len({u.speaker for u in held}) == 1
+  assert {u.speaker for u in held} == {u.speaker for u in held2}
+  assert not {u.speaker for u in held} & {u.speaker for u in rest}
+  assert len(rest) == len(rest2) == 9
+  with pytest.raises(manifest.ManifestError, match="4 of 4 speakers"):
+    manifest.hold_out_speakers(utts, 4, seed=0)
+  with pytest.raises(manifest.ManifestError, match="no speaker .*'x'"):
+    manifest.hold_out_speakers(utts + [manifest.Utterance("x", "/a/x.wav", "A")], 1, seed=0)
