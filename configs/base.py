@@ -86,6 +86,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # A run folder whose latest weights start this run (fresh optimizer state and schedule: a
   # second training phase, or fine-tuning); its model config must equal this one.
   c.train.init_from = ""
+  # Regexes over param paths ('encoder/layers_0/fc1/kernel', matched at the start) that the
+  # optimizer never updates (e.g. ('encoder/',) for the Whisper CTC head: configs/whisper_head.py).
+  c.train.frozen_params = ()
   c.train.lr = 2e-3
   c.train.final_lr_ratio = 0.02
   c.train.warmup_steps = 300

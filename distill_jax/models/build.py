@@ -9,6 +9,8 @@ import ml_collections
 from distill_jax.audio import features as feats_lib
 from distill_jax.models import encoders
 from distill_jax.models import wav2vec2 as w2v
+from distill_jax.models import whisper as whisper_lib
+from distill_jax.models import whisper_ctc
 from distill_jax.models.wav2vec2_trainee import Wav2Vec2Trainee
 from distill_jax.models.heads import attention_decoder, transducer
 from distill_jax.models.student import (AttentionStudent, CtcStudent, SpecAugment,
@@ -19,6 +21,8 @@ HEADS = ("ctc", "attention", "transducer")
 # `config.model.encoder` value selecting a whole wav2vec2 CTC model instead of a student
 # encoder behind the log-mel front end (the demo teacher, trained from scratch).
 WAV2VEC2 = "wav2vec2"
+# ... selecting Whisper's (frozen) encoder with a character-CTC head (the Whisper teacher's head).
+WHISPER_CTC = "whisper_ctc"
 
 
 def build_encoder(cfg: ml_collections.ConfigDict):
@@ -65,6 +69,34 @@ def build_wav2vec2(cfg: ml_collections.ConfigDict, vocab_size: int) -> Wav2Vec2T
                          speed=speed)
 
 
+def whisper_config(cfg: ml_collections.ConfigDict) -> whisper_lib.WhisperConfig:
+  """`cfg.whisper_ctc.whisper`: transformers `WhisperConfig` fields (the encoder's matter)."""
+  if WHISPER_CTC not in cfg or "whisper" not in cfg.whisper_ctc:
+    raise ValueError("config.model.encoder='whisper_ctc' needs config.model.whisper_ctc.whisper "
+                     "(transformers WhisperConfig fields; see configs/whisper_head.py)")
+  try:
+    return whisper_lib.WhisperConfig.from_hf_dict(cfg.whisper_ctc.whisper.to_dict(),
+                                                  source="config.model.whisper_ctc.whisper")
+  except ValueError as e:
+    raise ValueError(str(e)) from None
+
+
+def build_whisper_ctc(cfg: ml_collections.ConfigDict, vocab_size: int) -> whisper_ctc.WhisperCtc:
+  """Whisper's encoder + a character-CTC head (`models/whisper_ctc.py`); no log-mel frontend,
+  SpecAugment or VTLP of the students (Whisper has its own front end)."""
+  if cfg.head != "ctc":
+    raise ValueError(f"config.model.head={cfg.head!r}: the Whisper CTC model has a CTC head only")
+  for flag in ("vtlp_enabled", "specaug_enabled", "speed_perturb_enabled"):
+    if cfg.get(flag, False):
+      raise ValueError(f"config.model.{flag}=True: the Whisper CTC model has no such "
+                       "augmentation (it reads the waveform through Whisper's front end)")
+  c = cfg.whisper_ctc
+  return whisper_ctc.WhisperCtc(
+      whisper_config(cfg), vocab_size, head_layers=c.head_layers, head_heads=c.head_heads,
+      head_ffn_dim=c.head_ffn_dim, layer_sum=c.layer_sum, freeze_encoder=c.freeze_encoder,
+      window_samples=c.window_samples)
+
+
 def build_student(cfg: ml_collections.ConfigDict, vocab_size: int, *, bos_id: int = 1,
                   eos_id: int = 2, blank_id: int = 0):
   """`cfg.head` picks the student family: 'ctc' | 'attention' | 'transducer'.
@@ -75,6 +107,8 @@ def build_student(cfg: ml_collections.ConfigDict, vocab_size: int, *, bos_id: in
   """
   if cfg.encoder == WAV2VEC2:
     return build_wav2vec2(cfg, vocab_size)
+  if cfg.encoder == WHISPER_CTC:
+    return build_whisper_ctc(cfg, vocab_size)
   if cfg.head not in HEADS:
     raise ValueError(f"config.model.head={cfg.head!r} is not one of {HEADS}")
   if cfg.get("speed_perturb_enabled", False):  # absent from runs saved before it existed
@@ -117,6 +151,8 @@ def output_frames(cfg: ml_collections.ConfigDict, num_samples: int) -> int:
   """Number of encoder frames the student emits for `num_samples` valid samples."""
   if cfg.encoder == WAV2VEC2:
     return w2v.num_frames(wav2vec2_config(cfg), num_samples)
+  if cfg.encoder == WHISPER_CTC:  # valid frames: 20 ms each; the window is checked when run
+    return whisper_config(cfg).encoder_length(max(num_samples // 160, 1))
   t = feats_lib.LogMelConfig.from_config(cfg.frontend).num_frames(num_samples)
   for _ in range(int(math.log2(cfg[cfg.encoder].subsampling))):
     t = -(-t // 2)

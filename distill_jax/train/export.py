@@ -19,7 +19,7 @@ import numpy as np
 from distill_jax import text
 from distill_jax.adapters import merge
 from distill_jax.adapters.tree import PyTree
-from distill_jax.convert import hf_wav2vec2
+from distill_jax.convert import hf_wav2vec2, whisper_ctc_folder
 from distill_jax.models.wav2vec2 import Wav2Vec2Config
 from distill_jax.models import build
 from distill_jax.train import runs
@@ -41,9 +41,12 @@ def export_checkpoint(workdir: str, which: str | int, out_dir: str) -> dict:
     The metadata written to `exported_from.json`.
   """
   config = runs.saved_config(workdir)
+  if config.model.encoder == build.WHISPER_CTC:
+    return export_whisper_head(workdir, which, out_dir)
   if config.model.encoder != build.WAV2VEC2:
     raise ValueError(f"config.model.encoder={config.model.encoder!r}: only a wav2vec2 model "
-                     f"(encoder='{build.WAV2VEC2}') exports to a Hugging Face folder")
+                     f"(encoder='{build.WAV2VEC2}') or a Whisper CTC head "
+                     f"('{build.WHISPER_CTC}') exports to a teacher folder")
   for name in (hf_wav2vec2.SAFETENSORS, hf_wav2vec2.PYTORCH_BIN):
     if os.path.exists(os.path.join(out_dir, name)):
       raise FileExistsError(f"{os.path.join(out_dir, name)} exists; choose an empty --out")
@@ -60,6 +63,27 @@ def export_checkpoint(workdir: str, which: str | int, out_dir: str) -> dict:
   }
   with open(os.path.join(out_dir, EXPORT_META), "w", encoding="utf-8") as f:
     json.dump(meta, f, indent=2, sort_keys=True)
+  return meta
+
+
+def export_whisper_head(workdir: str, which: str | int, out_dir: str) -> dict:
+  """A Whisper CTC head trained by the loop (`config.model.encoder='whisper_ctc'`, e.g.
+  configs/whisper_head.py) -> a Whisper teacher folder (`convert/whisper_ctc_folder.py`): the
+  head's params, pointing at the Whisper folder the run started from (`config.train.init_from`).
+  """
+  config = runs.saved_config(workdir)
+  whisper_folder = config.train.init_from
+  if not whisper_folder or not os.path.isfile(os.path.join(whisper_folder, "config.json")):
+    raise ValueError(f"{workdir}: config.train.init_from={whisper_folder!r} is not the Whisper "
+                     "Hugging Face folder the head was trained on")
+  model, params, tokenizer, step = runs.restore_student(workdir, which)
+  meta = whisper_ctc_folder.save_folder(out_dir, model, params, tokenizer.vocab, whisper_folder)
+  head = {k: v for k, v in params.items() if k != "encoder"}
+  meta.update(workdir=os.path.abspath(workdir), checkpoint=str(which), step=int(step),
+              config_name=config.get("name", ""),
+              num_head_params=int(sum(np.size(v) for v in jax.tree.leaves(head))))
+  with open(os.path.join(out_dir, EXPORT_META), "w", encoding="utf-8") as f:
+    json.dump({k: v for k, v in meta.items() if k != "vocab"}, f, indent=2, sort_keys=True)
   return meta
 
 

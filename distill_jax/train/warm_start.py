@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from distill_jax import text as text_lib
-from distill_jax.convert import hf_wav2vec2
+from distill_jax.convert import hf_wav2vec2, hf_whisper
 from distill_jax.models import build
 from distill_jax.train import runs
 
@@ -58,10 +58,13 @@ def hf_warm_start_params(config: ml_collections.ConfigDict, source: str, params:
   `HF_WARM_START_FREE`) and its vocab.json the run's vocabulary; a difference is an error
   naming the fields or tokens.
   """
+  if config.model.encoder == build.WHISPER_CTC:
+    return whisper_encoder_params(config, source, params)
   if config.model.encoder != build.WAV2VEC2:
     raise ValueError(f"config.train.init_from={source!r} is a Hugging Face folder, which only "
-                     f"a wav2vec2 model (config.model.encoder='{build.WAV2VEC2}') starts from; "
-                     f"this run's encoder is {config.model.encoder!r}")
+                     f"a wav2vec2 model (config.model.encoder='{build.WAV2VEC2}') or a Whisper "
+                     f"CTC model ('{build.WHISPER_CTC}') starts from; this run's encoder is "
+                     f"{config.model.encoder!r}")
   hf_config, loaded, hf_tokenizer = hf_wav2vec2.load_hf_folder(source)
   if not hf_tokenizer.is_compatible_with(tokenizer):
     raise ValueError(f"config.train.init_from={source!r}: its vocab.json (there vs here: "
@@ -78,6 +81,29 @@ def hf_warm_start_params(config: ml_collections.ConfigDict, source: str, params:
   log.info("warm start from the Hugging Face folder %s: fresh optimizer state and schedule",
            source)
   return jax.tree.map(jnp.asarray, loaded)
+
+
+# WhisperConfig fields the encoder's params and outputs depend on.
+WHISPER_ENCODER_FIELDS = ("num_mel_bins", "d_model", "encoder_layers", "encoder_attention_heads",
+                          "encoder_ffn_dim", "activation_function", "max_source_positions")
+
+
+def whisper_encoder_params(config: ml_collections.ConfigDict, source: str, params: Any) -> Any:
+  """`params` with its `encoder` replaced by the Whisper folder `source`'s encoder (the CTC
+  head and layer weights stay as initialized). The folder's encoder fields must equal
+  `config.model.whisper_ctc.whisper`'s; a difference is an error naming them."""
+  hf_config, loaded = hf_whisper.load_hf_folder(source)
+  ours = build.whisper_config(config.model)
+  diffs = [k for k in WHISPER_ENCODER_FIELDS if getattr(ours, k) != getattr(hf_config, k)]
+  if diffs:
+    raise ValueError(f"config.train.init_from={source!r}: its config.json differs from "
+                     "config.model.whisper_ctc.whisper in " + ", ".join(
+                         f"{k} ({getattr(hf_config, k)!r} there, {getattr(ours, k)!r} here)"
+                         for k in diffs))
+  encoder = loaded["model"]["encoder"]
+  check_params_fit(source, {"encoder": encoder}, {"encoder": params["encoder"]})
+  log.info("Whisper encoder from the Hugging Face folder %s; the CTC head starts fresh", source)
+  return {**params, "encoder": jax.tree.map(jnp.asarray, encoder)}
 
 
 # config.model keys that change training only (no parameter): a warm start may change them.

