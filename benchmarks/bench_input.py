@@ -6,7 +6,7 @@ Pipeline: the manifest's utterances prepared for per-batch decoding (`audio_in_m
 the path large corpora take: FLAC decode + resample + validate + bucket + pad in the
 `BatchIterator`'s background thread and its decode pool), consumed as fast as possible; also
 with audio held in memory. Step: the config's student train step (jitted, as in
-launch/bench_step.py) timed on every batch shape the pipeline delivered. Consumption is the
+benchmarks/bench_step.py) timed on every batch shape the pipeline delivered. Consumption is the
 real (unpadded) audio of the delivered batches divided by the summed step times of their
 shapes. Prints a table and the ratio pipeline / step (target >= 5).
 """

@@ -13,7 +13,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.progress = True
   c.parallel = "shard_map"  # data parallelism over all devices: 'shard_map' | 'pmap'
-  # Multi-host (launch/train.py, launch/distill.py; one process per host, README "Devices"):
+  # Multi-host (launch/train.py; one process per host, README "Devices"):
   # jax.distributed.initialize with these; ""/0/-1 = detected (TPU pods, SLURM, Open MPI).
   c.distributed = ml_collections.ConfigDict(dict(
       enabled=False, coordinator="", num_processes=0, process_id=-1,
@@ -110,7 +110,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.train.keep_steps = ()
   c.train.report_splits = ()  # config.data entries also decoded at each eval (curves only)
 
-  # Knowledge distillation (launch/distill.py): on when `teacher` is set.
+  # Knowledge distillation (launch/train.py): on when `teacher` is set.
   c.distill = ml_collections.ConfigDict()
   c.distill.teacher = ""  # converted teacher folder (launch.convert_teacher) or an HF folder
   c.distill.cache = ""  # offline teacher cache folder (data/teacher_cache.py); "" = online
@@ -130,7 +130,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # weights when it is loaded; "" = the teacher as converted.
   c.distill.teacher_adapter = ""
 
-  # Post-training adaptation (launch/adapt.py, distill_jax/adapt.py).
+  # Post-training adaptation (launch/adapt.py, distill_jax/jobs/adapt.py).
   c.adapt = ml_collections.ConfigDict()
   c.adapt.target = "teacher"  # 'teacher' (config.distill.teacher) | 'student'
   c.adapt.mode = "lora"  # 'lora' | 'qlora' (NF4 base) | 'full' (every parameter)
@@ -155,7 +155,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.adapt.quantize = (r".*kernel",)  # 'qlora': base params stored as NF4
   c.adapt.seed = 0
 
-  # The main job (launch/demo.py, distill_jax/demo.py): teacher -> KD student + control.
+  # The main job (launch/demo.py, distill_jax/jobs/demo.py): teacher -> KD student + control.
   c.demo = ml_collections.ConfigDict()
   c.demo.teacher_hf = ""  # the teacher's Hugging Face folder; "" = one student, no distillation
   c.demo.teacher_cache = True  # run the teacher once over the train split (False: online)

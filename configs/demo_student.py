@@ -6,7 +6,7 @@
 
 Target: test WER on the held-out voices at most 30% within 90 minutes of training on a 2-core
 CPU. `max_wall_minutes` stops the run at 90 minutes (with a final checkpoint and evaluation);
-`num_steps` sets the cosine schedule, sized from the measured step time (launch/bench_step.py).
+`num_steps` sets the cosine schedule, sized from the measured step time (benchmarks/bench_step.py).
 """
 
 from configs import demo
@@ -32,7 +32,7 @@ def get_config(arg=None):
   # 48%, the held-out flite voice 73%), so the run warps each utterance's spectrum (VTLP) to
   # make new voices instead.
   c.model.vtlp_enabled = True
-  # 4,700 steps of ~1.07 s (launch.bench_step on this machine, 2026-12-01) plus six evaluations
+  # 4,700 steps of ~1.07 s (benchmarks.bench_step on this machine, 2026-12-01) plus six evaluations
   # took 86.6 minutes.
   c.train.num_steps = 4700
   c.train.max_wall_minutes = 90.0

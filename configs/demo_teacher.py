@@ -52,7 +52,7 @@ every feature conv, attention masks), a feature extractor far cheaper than wav2v
 convolution, and layers unrolled (the Encoder's Python loop) as the students are for XLA:CPU.
 At least 4x the default student's 3.0M parameters (13.3M), so that it is worth distilling.
 
-Step time (python -m launch.bench_step --config=configs/demo_teacher.py --components=false
+Step time (python -m benchmarks.bench_step --config=configs/demo_teacher.py --components=false
 --reference=configs/demo_student.py): measured only on a CPU shared with other jobs, the train
 step ran at 0.13x the default student's audio seconds per second (2.6 vs 19.9 padded audio s/s,
 24 x 4 s and 12 x 8 s dev batches). A positional conv of kernel 32 instead of wav2vec2's 128

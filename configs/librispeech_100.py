@@ -6,7 +6,7 @@
 Same arguments as configs/librispeech_960.py (hf | tfds | a LibriSpeech folder); a smaller
 Conformer (d=144, 12 layers, ~10M parameters) and schedule. 100 h fits in memory as int16
 (11.5 GB) but is decoded per batch all the same, which the input pipeline sustains
-(launch/bench_input.py).
+(benchmarks/bench_input.py).
 """
 
 from configs import librispeech_960

@@ -13,7 +13,7 @@ and JSON-able metadata:
   20 ms frames), word spans from a CTC forced alignment of the transcript on the teacher's
   posteriors, and per checkpoint the student posteriors, greedy decodes and the per-frame
   distillation term T^2 KL(p_t^T || p_s^T) (teacher pooled to the student frame rate as in
-  training, `losses/distill.py`);
+  training, `losses/kl.py`);
 - the trajectory basis: PCA of one teacher layer's states (pooled to the student frame rate)
   over `fit_utterances` utterances; the mapped student layer goes into the teacher's space
   through the run's learned KD projection when the run has one for that pair, else through a

@@ -15,8 +15,8 @@ and s = trace(Sigma) / ||S - mu_s||_F^2. Then W = Q[:Ds, :Dt] has orthonormal ro
 or columns (Ds > Dt; the student's extra dimensions must map outside the teacher's space, and
 are penalized for it). It rotates (and reflects) and scales only, so it cannot distort the shape
 of the student's trajectory: the remaining distance to the teacher is what no rigid map removes.
-A student with a learned KD projection (`losses/distill.py`, HiddenProjections) is mapped by
-that projection instead; see `viz/data.py`.
+A student with a learned KD projection (`models/projection.py`, HiddenProjections) is mapped by
+that projection instead; see `jobs/latent_page.py`.
 """
 
 from __future__ import annotations

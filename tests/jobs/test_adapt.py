@@ -1,4 +1,4 @@
-"""Post-training adaptation (distill_jax/adapt.py) on a tiny random teacher and student.
+"""Post-training adaptation (distill_jax/jobs/adapt.py) on a tiny random teacher and student.
 
 Each mode trains a few steps on the tiny corpus's training split and is evaluated before and
 after; LoRA and QLoRA save the adapters alone, and a teacher loaded with

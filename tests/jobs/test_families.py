@@ -1,4 +1,4 @@
-"""The family comparison (distill_jax/families.py): shared settings checked, one table."""
+"""The family comparison (distill_jax/jobs/families.py): shared settings checked, one table."""
 
 import os
 
