@@ -1,8 +1,8 @@
 """Writes the latent-trajectory page: ONE self-contained HTML file (no request leaves it).
 
 `write_page(data, path)` embeds a PageData (computed by `jobs/latent_page.py`) into
-`template.html` (vanilla JS, canvas drawing, no library): float arrays as little-endian float16 in base64, the spectrogram
-as uint8 (min-max scaled), the audio as a 16-bit PCM WAV data URL. `write_projector_tsv`
+`template.html` (vanilla JS, canvas drawing, no library): float arrays as little-endian float16
+in base64, the spectrogram as uint8 (min-max scaled), the audio as a 16-bit PCM WAV data URL. `write_projector_tsv`
 writes the same states at full width for TensorBoard's embedding projector.
 """
 
