@@ -29,11 +29,11 @@ from typing import Any
 
 import ml_collections
 
-from distill_jax.convert import hf_wav2vec2
+from distill_jax.convert import hf_wav2vec2, teacher_folder, whisper_ctc_folder
 from distill_jax.data import local, synthetic
 from distill_jax.decode import ngram
 from distill_jax.jobs import evaluate
-from distill_jax.train import loop, metrics, splits
+from distill_jax.train import loop, metrics, splits, state
 from distill_jax.train import teacher as teacher_lib
 from distill_jax.train import teacher_cache
 
@@ -70,7 +70,9 @@ def prepare_teacher(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Converts `config.demo.teacher_hf` into WORKDIR/teacher once; returns that folder.
 
   A folder converted earlier is reused when it was made from the same weights (sha256 of the
-  source weight files); otherwise it is an error naming both, rather than a silent mix.
+  source weight files); otherwise it is an error naming both, rather than a silent mix. A
+  Whisper CTC-head folder (`launch.export_teacher` of configs/whisper_head.py) needs no
+  conversion: it is returned as it is.
   """
   source = config.demo.teacher_hf
   if not os.path.isdir(source):
@@ -78,6 +80,9 @@ def prepare_teacher(config: ml_collections.ConfigDict, workdir: str) -> str:
         f"config.demo.teacher_hf={source!r} is not a folder: the demo teacher is a Hugging Face "
         "folder in the repository (configs/demo_teacher.py says how it is made); set "
         "--config.demo.teacher_hf='' to train the student alone")
+  if whisper_ctc_folder.is_folder(source):
+    log.info("teacher: the Whisper CTC-head folder %s, used as it is", source)
+    return source
   out = os.path.join(workdir, "teacher")
   meta_path = os.path.join(out, hf_wav2vec2.TEACHER_META)
   sha = hf_wav2vec2.weights_sha256(source)
@@ -214,9 +219,8 @@ def results_table(r: dict) -> str:
 
 def teacher_row(config: ml_collections.ConfigDict, teacher_dir: str) -> dict:
   """The teacher's results row: parameters and WER/CER on every split with every decoder."""
-  with open(os.path.join(teacher_dir, hf_wav2vec2.TEACHER_META)) as f:
-    num_params = json.load(f)["num_params"]
-  return dict(num_params=num_params, path=teacher_dir, eval={
+  teacher, _ = teacher_folder.load_folder(teacher_dir)
+  return dict(num_params=state.count_params(teacher.params), path=teacher_dir, eval={
       dec: evaluate.evaluate_teacher(teacher_dir, config=cfg)
       for dec, cfg in _decoders(config).items()})
 

@@ -10,9 +10,11 @@ import pytest
 from configs import corpus as corpus_configs
 from distill_jax.jobs import demo
 from distill_jax import text as text_lib
-from distill_jax.convert import hf_wav2vec2
+from distill_jax.convert import hf_wav2vec2, hf_whisper, teacher_folder, whisper_ctc_folder
 from distill_jax.models import wav2vec2 as w2v
+from distill_jax.models import whisper as whisper_lib
 from distill_jax.train import state as state_lib
+from tests.models import test_whisper_ctc as tiny
 from tests.train import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -140,3 +142,21 @@ def test_rtf_flags_are_checked():
   proc = subprocess.run([sys.executable, "-m", "launch.rtf", "--config=configs/demo.py"],
                         capture_output=True, text=True, cwd=REPO, check=False)
   assert proc.returncode != 0 and "exactly one of --workdir" in proc.stderr
+
+
+def test_a_whisper_head_folder_is_the_teacher_as_it_is(tiny_corpus, tmp_path):
+  """The main job takes a Whisper CTC-head folder as its teacher without converting it."""
+  whisper_dir = hf_whisper.save_hf_folder(tiny.TINY, whisper_lib.init_params(tiny.TINY),
+                                          str(tmp_path / "whisper"))
+  _, hf_params = hf_whisper.load_hf_folder(whisper_dir)
+  vocab = text_lib.CharTokenizer().vocab
+  model = tiny.tiny_model(len(vocab))
+  params = {**tiny.tiny_params(model), "encoder": hf_params["model"]["encoder"]}
+  head_dir = str(tmp_path / "whisper_ctc")
+  whisper_ctc_folder.save_folder(head_dir, model, params, vocab, whisper_dir)
+  config = _config(tiny_corpus, tmp_path, teacher_hf=head_dir)
+  assert demo.prepare_teacher(config, str(tmp_path / "run")) == head_dir
+  assert not os.path.exists(tmp_path / "run" / "teacher")
+  # What its results row counts: the encoder's and the head's parameters, as loaded.
+  teacher, _ = teacher_folder.load_folder(head_dir)
+  assert state_lib.count_params(teacher.params) == state_lib.count_params(params)
