@@ -44,6 +44,7 @@ def _hf_teacher(folder, seed=3):
                                       text_lib.CharTokenizer(), str(folder))
 
 
+@pytest.mark.slow  # heavy: keeps the default run under 20 minutes
 def test_demo_without_teacher_trains_one_student_with_lm(tiny_corpus, tmp_path):
   config = _config(tiny_corpus, tmp_path)
   config.demo.rtf_threads = 1

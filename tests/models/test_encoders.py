@@ -66,6 +66,7 @@ def test_causal_conformer_ignores_the_future():
   assert not np.allclose(a[0, 8:], b[0, 8:])
 
 
+@pytest.mark.slow  # heavy: keeps the default run under 20 minutes
 def test_dropout_is_active_only_in_training():
   enc = encoders.ConformerEncoder(**SMALL["conformer"], dropout_rate=0.5)
   x = jnp.ones((1, 16, 12))

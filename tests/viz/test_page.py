@@ -25,6 +25,7 @@ def test_keep_every_keeps_snapshots(kd_run):
   ckpt.close()
 
 
+@pytest.mark.slow  # heavy: keeps the default run under 20 minutes
 def test_page_data_is_consistent(kd_run):
   d = latent_page.compute_page_data(kd_run, split="test", utterances=3, fit_utterances=8)
   assert d.steps == [2, 4, 6, 8, 10, 12]
@@ -74,6 +75,7 @@ def test_procrustes_mapping_without_a_kd_projection(tiny_corpus, viz_teacher_fol
   assert (d.meta["student_layer"], d.meta["teacher_layer"]) == (1, 2)
 
 
+@pytest.mark.slow  # heavy: keeps the default run under 20 minutes
 def test_launch_writes_a_self_contained_page(kd_run, tmp_path):
   out = str(tmp_path / "latent.html")
   res = subprocess.run(
