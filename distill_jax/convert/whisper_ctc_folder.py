@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 import numpy as np
 import safetensors.numpy
 
@@ -34,36 +35,6 @@ META = "whisper_ctc.json"
 WEIGHTS = "ctc_head.safetensors"
 FORMAT = 1
 HEAD_FIELDS = ("head_layers", "head_heads", "head_ffn_dim", "layer_sum", "window_samples")
-
-
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
-  out: dict[str, np.ndarray] = {}
-  for k, v in tree.items():
-    name = f"{prefix}{k}"
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, name + "/"))
-    else:
-      out[name] = np.ascontiguousarray(np.asarray(v, np.float32))
-  return out
-
-
-def _flatten_shapes(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-  out: dict[str, Any] = {}
-  for k, v in tree.items():
-    out.update(_flatten_shapes(v, f"{prefix}{k}/") if isinstance(v, Mapping)
-               else {f"{prefix}{k}": v})
-  return out
-
-
-def _unflatten(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for name, v in flat.items():
-    node = tree
-    *parents, leaf = name.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = jnp.asarray(v)
-  return tree
 
 
 def save_folder(out_dir: str, model: whisper_ctc.WhisperCtc, params: Mapping[str, Any],
@@ -82,7 +53,9 @@ def save_folder(out_dir: str, model: whisper_ctc.WhisperCtc, params: Mapping[str
                      "(fingerprints differ)")
   os.makedirs(out_dir, exist_ok=True)
   head = {k: v for k, v in jax.device_get(params).items() if k != "encoder"}
-  safetensors.numpy.save_file(_flatten(head), os.path.join(out_dir, WEIGHTS))
+  flat = traverse_util.flatten_dict(head, sep="/")
+  safetensors.numpy.save_file({k: np.ascontiguousarray(np.asarray(v, np.float32))
+                               for k, v in flat.items()}, os.path.join(out_dir, WEIGHTS))
   meta = {"format": FORMAT,
           "whisper_folder": os.path.relpath(os.path.abspath(whisper_folder),
                                             os.path.abspath(out_dir)),
@@ -139,7 +112,7 @@ def load_folder(path: str, dtype: Any = jnp.float32,
   wav = jnp.zeros((1, whisper_ctc.whisper_features.SAMPLE_RATE), jnp.float32)
   expected = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
                             wav, wav)["params"]
-  want = {k: tuple(v.shape) for k, v in _flatten_shapes(expected).items()
+  want = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(expected, sep="/").items()
           if not k.startswith("encoder/")}
   have = {k: tuple(v.shape) for k, v in head.items()}
   bad = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
@@ -147,5 +120,7 @@ def load_folder(path: str, dtype: Any = jnp.float32,
     raise ValueError(f"{weights}: tensors do not fit the head described in {META}: " + ", ".join(
         f"{k} ({have.get(k, 'missing')} there, {want.get(k, 'missing')} expected)"
         for k in bad[:10]))
-  params = {**_unflatten(head), "encoder": jax.tree.map(jnp.asarray, encoder)}
+  params = {**traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in head.items()},
+                                           sep="/"),
+            "encoder": jax.tree.map(jnp.asarray, encoder)}
   return WhisperCtcTeacher(model, params, vocab), text_lib.CharTokenizer(vocab)
