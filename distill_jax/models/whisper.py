@@ -312,7 +312,8 @@ class WhisperEncoder(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, features: Array, allow_shorter: bool = False) -> dict[str, Array]:
+  def __call__(self, features: Array, allow_shorter: bool = False,
+               frozen_layers: int | None = None) -> dict[str, Array]:
     """Encodes log-mel features.
 
     Args:
@@ -320,6 +321,9 @@ class WhisperEncoder(nn.Module):
         `input_features` [B, M, T] transposed). T must be `config.num_frames` (3000) unless
         `allow_shorter`, then 1 <= T <= 3000.
       allow_shorter: accept shortened windows (see the module docstring).
+      frozen_layers: None (gradients reach every param) or k in 0..L: gradients stop at the
+        input of layer k, so the stem, the positions and layers 0..k-1 get none and the states
+        they make are constants (the top L - k layers and the final layer norm are tuned).
 
     Returns:
       dict with
@@ -347,11 +351,20 @@ class WhisperEncoder(nn.Module):
                    embedding_init=lambda *_: jnp.asarray(
                        sinusoids(cfg.max_source_positions, cfg.d_model)),
                    name="embed_positions")
+    if frozen_layers is not None and not 0 <= frozen_layers <= cfg.encoder_layers:
+      raise ValueError(f"frozen_layers={frozen_layers} is not in 0..{cfg.encoder_layers} "
+                       "(encoder_layers)")
     x = x + pos.embedding[:x.shape[1]].astype(self.dtype)
     states = [x]
     for i in range(cfg.encoder_layers):
+      if i == frozen_layers:
+        states = [jax.lax.stop_gradient(s) for s in states]
+        x = states[-1]
       x = WhisperEncoderLayer(cfg, self.dtype, name=f"layers_{i}")(x)
       states.append(x)
+    if frozen_layers == cfg.encoder_layers:
+      states = [jax.lax.stop_gradient(s) for s in states]
+      x = states[-1]
     x = _layer_norm("layer_norm", self.dtype)(x)
     states[-1] = x
     return {"last_hidden_state": x, "hidden_states": jnp.stack(states)}

@@ -21,8 +21,11 @@ training.
 
 Params: `encoder` (the `model/encoder` subtree of `models.whisper`, warm-started from a Hugging
 Face folder: `train/warm_start.py`), `layer_weights` [L + 1] (with `layer_sum`), `ctc_head`.
-With `freeze_encoder` the encoder's outputs are under `stop_gradient` (no backward pass through
-it); the optimizer leaves its params alone through `config.train.frozen_params`.
+With `tuned_layers=0` the encoder's outputs are under `stop_gradient` (no backward pass through
+it); with k > 0 its top k layers and final layer norm are trained with the head (gradients stop
+below them: `WhisperEncoder(frozen_layers=L - k)`), and the teacher folder stores those layers
+beside the head (`convert/whisper_ctc_folder.py`). The optimizer leaves the frozen params alone
+through `config.train.frozen_params` (`frozen_encoder_params(L, k)` gives the patterns).
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ class WhisperCtc(nn.Module):
     head_heads: attention heads of those blocks (width = the encoder's d_model).
     head_ffn_dim: their feed-forward width.
     layer_sum: a learned softmax-weighted sum of the L + 1 encoder states (True) or the last.
-    freeze_encoder: stop gradients at the encoder's outputs.
+    tuned_layers: encoder layers trained with the head, from the top (0: a frozen encoder).
     window_samples: Whisper's window in samples (480000 = 30 s) or 0 for the batch's length.
     dtype: compute dtype (layer norms, softmax and logits stay float32).
   """
@@ -83,7 +86,7 @@ class WhisperCtc(nn.Module):
   head_heads: int = 4
   head_ffn_dim: int = 1024
   layer_sum: bool = True
-  freeze_encoder: bool = True
+  tuned_layers: int = 0
   window_samples: int = 0
   dtype: whisper_lib.Dtype = jnp.float32
 
@@ -104,10 +107,14 @@ class WhisperCtc(nn.Module):
     window = self.window_samples or waveform.shape[1]
     feats, feat_paddings = whisper_features.log_mel_spectrogram(
         waveform, wave_paddings, num_mels=cfg.num_mel_bins, num_samples=window)
+    if not 0 <= self.tuned_layers <= cfg.encoder_layers:
+      raise ValueError(f"tuned_layers={self.tuned_layers} is not in 0..{cfg.encoder_layers} "
+                       "(the encoder's layers)")
+    frozen = cfg.encoder_layers - self.tuned_layers if self.tuned_layers else None
     out = whisper_lib.WhisperEncoder(cfg, self.dtype, name="encoder")(
-        feats, allow_shorter=True)
+        feats, allow_shorter=True, frozen_layers=frozen)
     states = out["hidden_states"]                                        # [L + 1, B, T', D]
-    if self.freeze_encoder:
+    if not self.tuned_layers:
       states = jax.lax.stop_gradient(states)
     if self.layer_sum:
       w = self.param("layer_weights", nn.initializers.zeros, (states.shape[0],), jnp.float32)
@@ -121,6 +128,23 @@ class WhisperCtc(nn.Module):
     paddings = feat_paddings[:, ::2][:, :t_out]
     return dict(logits=x, paddings=paddings, hidden_states=states,
                 encoder_outputs=states[-1])
+
+
+def tuned_encoder_prefixes(num_layers: int, tuned_layers: int) -> tuple[str, ...]:
+  """'/'-joined param path prefixes of the encoder params a head with `tuned_layers` trains."""
+  if not tuned_layers:
+    return ()
+  return tuple(f"encoder/layers_{i}/" for i in range(num_layers - tuned_layers, num_layers)) + (
+      "encoder/layer_norm/",)
+
+
+def frozen_encoder_params(num_layers: int, tuned_layers: int) -> tuple[str, ...]:
+  """`config.train.frozen_params` patterns (regexes) for the encoder params left untrained."""
+  if not tuned_layers:
+    return ("encoder/",)
+  frozen = ["conv1", "conv2", "embed_positions"] + [
+      f"layers_{i}" for i in range(num_layers - tuned_layers)]
+  return (f"encoder/({'|'.join(frozen)})/",)
 
 
 class _CtcHead(nn.Module):

@@ -11,6 +11,7 @@ import os
 import jax
 import numpy as np
 import pytest
+import safetensors.numpy
 
 from distill_jax import text as text_lib
 from distill_jax.convert import hf_whisper, teacher_folder, whisper_ctc_folder
@@ -68,3 +69,30 @@ def test_bad_folders_are_named_errors(folders, tmp_path):
     whisper_ctc_folder.load_folder(out)
   with pytest.raises(FileExistsError, match="choose an empty folder"):
     whisper_ctc_folder.save_folder(out, _model(), folders[2], {}, whisper_dir)
+
+
+def test_tuned_encoder_layers_are_stored_and_the_rest_checked(tmp_path):
+  """A head that tuned the top encoder layer stores that layer (and the final norm) and reads
+  the others from the Whisper folder; a different frozen part is a named error."""
+  whisper_dir = hf_whisper.save_hf_folder(tiny.TINY, whisper_lib.init_params(tiny.TINY, seed=1),
+                                          str(tmp_path / "whisper"))
+  _, hf_params = hf_whisper.load_hf_folder(whisper_dir)
+  model = _model(tuned_layers=1)
+  encoder = jax.tree.map(np.asarray, hf_params["model"]["encoder"])
+  tuned = jax.tree.map(lambda x: x + 0.01, {"layers_1": encoder["layers_1"],
+                                           "layer_norm": encoder["layer_norm"]})
+  params = {**tiny.tiny_params(_model()), "encoder": {**encoder, **tuned}}
+  out = str(tmp_path / "teacher")
+  whisper_ctc_folder.save_folder(out, model, params, VOCAB, whisper_dir)
+  stored = safetensors.numpy.load_file(os.path.join(out, whisper_ctc_folder.WEIGHTS))
+  assert {k.split("/")[1] for k in stored if k.startswith("encoder/")} == {"layers_1",
+                                                                           "layer_norm"}
+  teacher, _ = teacher_folder.load_folder(out)
+  wav, pad = tiny.audio_batch([9600], 9600)
+  got = jax.jit(functools.partial(teacher.forward, layers=(1,)))(teacher.params, wav, pad)
+  ref = jax.jit(model.apply)({"params": params}, wav, pad)
+  np.testing.assert_allclose(got.log_probs, jax.nn.log_softmax(ref["logits"]), atol=1e-6)
+  bad = {**params, "encoder": {**params["encoder"],
+                               "conv1": jax.tree.map(lambda x: x + 1, encoder["conv1"])}}
+  with pytest.raises(ValueError, match="not the one this head was trained on"):
+    whisper_ctc_folder.save_folder(str(tmp_path / "bad"), model, bad, VOCAB, whisper_dir)

@@ -9,11 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from distill_jax.audio import whisper_features
 from distill_jax.models import whisper as whisper_lib
 from distill_jax.models import whisper_ctc
 from distill_jax.models.whisper_teacher import WhisperCtcTeacher
+from distill_jax.train import state as state_lib
 
 TINY = whisper_lib.WhisperConfig(
     vocab_size=300, d_model=64, encoder_layers=2, encoder_attention_heads=4, decoder_layers=1,
@@ -79,9 +81,27 @@ def test_frozen_encoder_gets_no_gradient_and_the_head_does():
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["encoder"]))
   assert float(jnp.abs(grads["ctc_head"]["out"]["kernel"]).max()) > 0.0
   assert float(jnp.abs(grads["layer_weights"]).max()) > 0.0
-  grads = jax.jit(jax.grad(lambda p: jnp.sum(tiny_model(freeze_encoder=False).apply(
-      {"params": p}, wav, pad)["logits"] ** 2)))(params)
-  assert float(jnp.abs(grads["encoder"]["conv1"]["kernel"]).max()) > 0.0
+
+
+@pytest.mark.parametrize("tuned", [1, 2])
+def test_tuned_layers_get_gradients_and_only_they(tuned):
+  """TINY has 2 layers: tuned=1 trains layers_1 + the final norm, tuned=2 every layer; the
+  stem and positions never get a gradient; `frozen_encoder_params` names exactly the rest."""
+  model = tiny_model(tuned_layers=tuned)
+  params = tiny_params(tiny_model())
+  wav, pad = audio_batch([8000], 8000)
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(model.apply({"params": p}, wav, pad)["logits"]
+                                             ** 2)))(params)
+  flat = traverse_util.flatten_dict(grads, sep="/")
+  trained = {k for k, g in flat.items() if float(jnp.abs(g).max()) > 0.0}
+  prefixes = whisper_ctc.tuned_encoder_prefixes(TINY.encoder_layers, tuned)
+  want = {k for k in flat if not k.startswith("encoder/") or k.startswith(prefixes)}
+  assert trained == want
+  frozen = state_lib.frozen_labels(params, whisper_ctc.frozen_encoder_params(2, tuned))
+  labels = traverse_util.flatten_dict(frozen, sep="/")
+  assert {k for k, v in labels.items() if v == "train"} == want
+  with pytest.raises(ValueError, match="tuned_layers=3 is not in 0..2"):
+    tiny_model(tuned_layers=3).apply({"params": params}, wav, pad)
 
 
 def test_audio_longer_than_the_window_is_a_named_error():
