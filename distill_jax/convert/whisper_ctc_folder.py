@@ -56,15 +56,22 @@ def _base_encoder(model: whisper_ctc.WhisperCtc, encoder: Mapping[str, Any],
       sep="/")
 
 
+WEIGHT_DTYPES = ("float32", "float16")
+
+
 def save_folder(out_dir: str, model: whisper_ctc.WhisperCtc, params: Mapping[str, Any],
-                vocab: Mapping[str, int], whisper_folder: str) -> dict[str, Any]:
+                vocab: Mapping[str, int], whisper_folder: str,
+                weights_dtype: str = "float32") -> dict[str, Any]:
   """Writes the head (every param but the encoder's, plus its tuned layers) and
   `whisper_ctc.json`; returns the metadata.
 
   `whisper_folder` is the Whisper HF folder the head was trained on (stored relative to
   `out_dir`); its encoder must be `params['encoder']` but for the tuned layers (checked by
-  fingerprint).
+  fingerprint). `weights_dtype` 'float16' halves the folder (read back as float32; the
+  posteriors move by about 1e-3).
   """
+  if weights_dtype not in WEIGHT_DTYPES:
+    raise ValueError(f"weights_dtype={weights_dtype!r} is not one of {WEIGHT_DTYPES}")
   if os.path.exists(os.path.join(out_dir, WEIGHTS)):
     raise FileExistsError(f"{os.path.join(out_dir, WEIGHTS)} exists; choose an empty folder")
   _, hf_params = hf_whisper.load_hf_folder(whisper_folder)
@@ -76,12 +83,13 @@ def save_folder(out_dir: str, model: whisper_ctc.WhisperCtc, params: Mapping[str
   os.makedirs(out_dir, exist_ok=True)
   flat = {k: v for k, v in traverse_util.flatten_dict(jax.device_get(params), sep="/").items()
           if _is_stored(model, k)}
-  safetensors.numpy.save_file({k: np.ascontiguousarray(np.asarray(v, np.float32))
+  safetensors.numpy.save_file({k: np.ascontiguousarray(np.asarray(v, weights_dtype))
                                for k, v in flat.items()}, os.path.join(out_dir, WEIGHTS))
   meta = {"format": FORMAT,
           "whisper_folder": os.path.relpath(os.path.abspath(whisper_folder),
                                             os.path.abspath(out_dir)),
           "encoder_fingerprint": encoder_fp,
+          "weights_dtype": weights_dtype,
           "head": {k: getattr(model, k) for k in HEAD_FIELDS},
           "vocab": dict(vocab)}
   with open(os.path.join(out_dir, META), "w", encoding="utf-8") as f:
@@ -144,5 +152,6 @@ def load_folder(path: str, dtype: Any = jnp.float32,
         for k in bad[:10]))
   flat = {"encoder/" + k: v for k, v in traverse_util.flatten_dict(encoder, sep="/").items()}
   flat.update(head)  # the tuned encoder layers, if any, replace the Whisper folder's
-  params = traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
+  params = traverse_util.unflatten_dict(
+      {k: jnp.asarray(v, jnp.float32) for k, v in flat.items()}, sep="/")
   return WhisperCtcTeacher(model, params, vocab), text_lib.CharTokenizer(vocab)

@@ -27,7 +27,7 @@ from distill_jax.train import runs
 EXPORT_META = "exported_from.json"
 
 
-def export_checkpoint(workdir: str, which: str | int, out_dir: str) -> dict:
+def export_checkpoint(workdir: str, which: str | int, out_dir: str, **head_kwargs) -> dict:
   """A wav2vec2 model trained by the loop (`config.model.encoder='wav2vec2'`, e.g.
   configs/demo_teacher.py) -> a transformers folder (`export_hf_folder`), plus
   `exported_from.json` (workdir, step, config name, parameter count, weights sha256).
@@ -36,13 +36,17 @@ def export_checkpoint(workdir: str, which: str | int, out_dir: str) -> dict:
     workdir: the run folder (its saved config says what it trained).
     which: checkpoint, 'best', 'latest' or a step.
     out_dir: output folder; must not hold weights already.
+    **head_kwargs: for a Whisper CTC head, passed to `whisper_ctc_folder.save_folder` (e.g.
+      weights_dtype='float16'); an error for a wav2vec2 model.
 
   Returns:
     The metadata written to `exported_from.json`.
   """
   config = runs.saved_config(workdir)
   if config.model.encoder == build.WHISPER_CTC:
-    return export_whisper_head(workdir, which, out_dir)
+    return export_whisper_head(workdir, which, out_dir, **head_kwargs)
+  if head_kwargs:
+    raise ValueError(f"{workdir}: {sorted(head_kwargs)} apply to a Whisper CTC head only")
   if config.model.encoder != build.WAV2VEC2:
     raise ValueError(f"config.model.encoder={config.model.encoder!r}: only a wav2vec2 model "
                      f"(encoder='{build.WAV2VEC2}') or a Whisper CTC head "
@@ -66,7 +70,7 @@ def export_checkpoint(workdir: str, which: str | int, out_dir: str) -> dict:
   return meta
 
 
-def export_whisper_head(workdir: str, which: str | int, out_dir: str) -> dict:
+def export_whisper_head(workdir: str, which: str | int, out_dir: str, **save_kwargs) -> dict:
   """A Whisper CTC head trained by the loop (`config.model.encoder='whisper_ctc'`, e.g.
   configs/whisper_head.py) -> a Whisper teacher folder (`convert/whisper_ctc_folder.py`): the
   head's params, pointing at the Whisper folder the run started from (`config.train.init_from`).
@@ -77,7 +81,8 @@ def export_whisper_head(workdir: str, which: str | int, out_dir: str) -> dict:
     raise ValueError(f"{workdir}: config.train.init_from={whisper_folder!r} is not the Whisper "
                      "Hugging Face folder the head was trained on")
   model, params, tokenizer, step = runs.restore_student(workdir, which)
-  meta = whisper_ctc_folder.save_folder(out_dir, model, params, tokenizer.vocab, whisper_folder)
+  meta = whisper_ctc_folder.save_folder(out_dir, model, params, tokenizer.vocab, whisper_folder,
+                                        **save_kwargs)
   head = {k: v for k, v in params.items() if k != "encoder"}
   meta.update(workdir=os.path.abspath(workdir), checkpoint=str(which), step=int(step),
               config_name=config.get("name", ""),

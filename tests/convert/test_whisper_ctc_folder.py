@@ -96,3 +96,22 @@ def test_tuned_encoder_layers_are_stored_and_the_rest_checked(tmp_path):
                                "conv1": jax.tree.map(lambda x: x + 1, encoder["conv1"])}}
   with pytest.raises(ValueError, match="not the one this head was trained on"):
     whisper_ctc_folder.save_folder(str(tmp_path / "bad"), model, bad, VOCAB, whisper_dir)
+
+
+def test_float16_weights_halve_the_folder_and_read_back_close(folders, tmp_path):
+  whisper_dir, out, params = folders
+  half = str(tmp_path / "half")
+  whisper_ctc_folder.save_folder(half, _model(), params, VOCAB, whisper_dir,
+                                 weights_dtype="float16")
+  size = lambda d: os.path.getsize(os.path.join(d, whisper_ctc_folder.WEIGHTS))
+  assert size(half) < 0.55 * size(out)
+  wav, pad = tiny.audio_batch([9600], 9600)
+  full, _ = teacher_folder.load_folder(out)
+  got, _ = teacher_folder.load_folder(half)
+  a = jax.jit(functools.partial(full.forward, layers=()))(full.params, wav, pad).log_probs
+  b = jax.jit(functools.partial(got.forward, layers=()))(got.params, wav, pad).log_probs
+  np.testing.assert_allclose(b, a, atol=5e-3)  # float16 weights: about 1e-3 here
+  assert np.abs(np.asarray(b) - np.asarray(a)).max() > 0.0
+  with pytest.raises(ValueError, match="weights_dtype='int8' is not one of"):
+    whisper_ctc_folder.save_folder(str(tmp_path / "x"), _model(), params, VOCAB, whisper_dir,
+                                   weights_dtype="int8")
