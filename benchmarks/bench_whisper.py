@@ -16,8 +16,12 @@ Measured: (a) the encoder forward of one 30 s window (batch 1, 3000 x 80 log-mel
 folders, the first --clips of them, one clip per call, batch 1) from log-mel features to tokens,
 i.e. encoder + decoder loop. The features are computed once, untimed, by `audio.whisper_features`
 and given to every engine, so their tokens should agree (counted against JAX's and reported).
-Seconds: median of --repeats (a: one forward; b: one pass over all clips) after an untimed first
-call on the first clip (reported: JAX's compilation). Engines are interleaved in every repeat
+Encoder CPU seconds (process CPU time of the same calls) are reported beside the wall
+seconds: on 1 thread they are the work done, little changed by other processes on the machine;
+on n > 1 threads they add up all threads, spinning OpenMP workers included (not comparable
+between engines). --encoder_only skips (b) for quick runs. Seconds: median of --repeats
+(a: one forward; b: one pass over all clips) after an untimed first call on the first clip
+(reported: JAX's compilation). Engines are interleaved in every repeat
 with a 0.5 s pause before each measurement (torch's and CTranslate2's OpenMP workers spin after
 their work). A ratio JAX/X above 1 means JAX is slower.
 
@@ -30,6 +34,7 @@ the first n CPUs this process may use before it starts; the four engines share t
   CTranslate2: intra_threads=n, inter_threads=1 (faster-whisper's cpu_threads=n, num_workers=1).
 
   nice -n 10 python -m benchmarks.bench_whisper --hf=teachers/whisper-tiny.en-hf
+  nice -n 10 python -m benchmarks.bench_whisper --hf=teachers/whisper-tiny.en-hf --encoder_only
 
 Prints a table and writes --out (JSON: per thread count and engine every repeat's seconds,
 medians, first-call seconds, tokens; CPU, load average, versions). Run it on an idle machine; on
@@ -61,6 +66,8 @@ _CLIPS = flags.DEFINE_integer("clips", 0, "Decode the first N clips (0: all).")
 _THREADS = flags.DEFINE_list("threads", ["1", "2"], "Thread counts, one child process each.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats (median reported).")
 _OUT = flags.DEFINE_string("out", "runs/bench_whisper.json", "Where to write the JSON results.")
+_ENCODER_ONLY = flags.DEFINE_bool("encoder_only", False, "Time only the encoder forward (a); "
+                                   "skip decoding (b), its columns print '-'.")
 _CHILD = flags.DEFINE_integer("child", None, "Internal: measure on this many threads (the "
                               "process must be pinned to as many CPUs), print JSON.")
 flags.mark_flag_as_required("hf")
@@ -119,10 +126,15 @@ def _engines(w) -> dict:
 
 def _timed(fn):
   """(wall seconds, result) of fn() after a pause that lets other engines' threads idle."""
+  return _timed_cpu(fn)[::2]
+
+
+def _timed_cpu(fn):
+  """(wall seconds, process CPU seconds, result) of fn() after the pause of `_timed`."""
   time.sleep(_PAUSE_S)
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), time.process_time()
   out = fn()
-  return time.perf_counter() - t0, out
+  return time.perf_counter() - t0, time.process_time() - c0, out
 
 
 def _measure(n: int) -> dict:
@@ -140,21 +152,26 @@ def _measure(n: int) -> dict:
     raise RuntimeError(f"torch runs {torch.get_num_threads()} threads, not {n}")
   feats = [_features(w, c["audio"]) for c in clips]
   engines = _engines(w)
+  decoding = not _ENCODER_ONLY.value
   res = {}
   for name, (encode, decode) in engines.items():
     res[name] = dict(first_encode_s=_timed(lambda: encode(feats[0]))[0],
-                     first_decode_s=_timed(lambda: decode(feats[0]))[0],
-                     encoder_times=[], decode_times=[])
+                     first_decode_s=_timed(lambda: decode(feats[0]))[0] if decoding else None,
+                     encoder_times=[], encoder_cpu_times=[], decode_times=[], tokens=[])
   for _ in range(_REPEATS.value):
     for name, (encode, decode) in engines.items():
-      res[name]["encoder_times"].append(_timed(lambda: encode(feats[0]))[0])
-      seconds, toks = _timed(lambda: [decode(f) for f in feats])
-      res[name]["decode_times"].append(seconds)
-      res[name]["tokens"] = toks
+      seconds, cpu_seconds, _ = _timed_cpu(lambda: encode(feats[0]))
+      res[name]["encoder_times"].append(seconds)
+      res[name]["encoder_cpu_times"].append(cpu_seconds)
+      if decoding:
+        seconds, toks = _timed(lambda: [decode(f) for f in feats])
+        res[name]["decode_times"].append(seconds)
+        res[name]["tokens"] = toks
   jax_tokens = res["JAX"]["tokens"]
   for r in res.values():
     r["encoder_s"] = statistics.median(r["encoder_times"])
-    r["decode_s"] = statistics.median(r["decode_times"])
+    r["encoder_cpu_s"] = statistics.median(r["encoder_cpu_times"])
+    r["decode_s"] = statistics.median(r["decode_times"]) if decoding else None
     r["same_tokens_as_jax"] = sum(a == b for a, b in zip(r["tokens"], jax_tokens))
     r["tokens"] = sum(len(t) for t in r["tokens"])
   return dict(threads=n, cpus=cpus, torch_threads=torch.get_num_threads(),
@@ -193,17 +210,23 @@ def _report(results: list[dict], meta: dict) -> None:
         f"{r0['audio_seconds']:.1f} s of audio ({r0['clips_over_30s']} over 30 s: their first "
         f"30 s); median of {meta['repeats']} repeats")
   print("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
-  print("\n| threads | engine | encoder 30 s (s) | JAX/engine | decode clips (s) | JAX/engine "
-        "| audio s/s | first call s (enc, dec) | tokens | same tokens as JAX |")
-  print("|---|---|---|---|---|---|---|---|---|---|")
+  print("\n| threads | engine | encoder 30 s (s) | JAX/engine | encoder CPU s | JAX/engine (CPU)"
+        " | decode clips (s) | JAX/engine | audio s/s | first call s (enc, dec) | tokens "
+        "| same tokens as JAX |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
   for r in results:
     jax_r = r["engines"]["JAX"]
     for name, e in r["engines"].items():
+      if e["decode_s"] is None:  # --encoder_only
+        dec = "- | - | - | " + f"{e['first_encode_s']:.1f}, - | - | -"
+      else:
+        dec = (f"{e['decode_s']:.2f} | {jax_r['decode_s'] / e['decode_s']:.2f} | "
+               f"{r['audio_seconds'] / e['decode_s']:.1f} | {e['first_encode_s']:.1f}, "
+               f"{e['first_decode_s']:.1f} | {e['tokens']} | "
+               f"{e['same_tokens_as_jax']}/{r['clips']}")
       print(f"| {r['threads']} | {name} | {e['encoder_s']:.3f} | "
-            f"{jax_r['encoder_s'] / e['encoder_s']:.2f} | {e['decode_s']:.2f} | "
-            f"{jax_r['decode_s'] / e['decode_s']:.2f} | {r['audio_seconds'] / e['decode_s']:.1f}"
-            f" | {e['first_encode_s']:.1f}, {e['first_decode_s']:.1f} | {e['tokens']} | "
-            f"{e['same_tokens_as_jax']}/{r['clips']} |")
+            f"{jax_r['encoder_s'] / e['encoder_s']:.2f} | {e['encoder_cpu_s']:.3f} | "
+            f"{jax_r['encoder_cpu_s'] / e['encoder_cpu_s']:.2f} | {dec} |")
   for r in results:
     print(f"{r['threads']} thread(s): CPUs {r['cpus']}, torch threads {r['torch_threads']}, "
           f"XLA_FLAGS '{r['xla_flags']}', load average before "

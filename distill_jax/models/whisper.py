@@ -24,7 +24,8 @@ Layout (the params tree mirrors the transformers state dict, `.` -> `/`, `layers
   transformers' `proj_out`; an untied `proj_out` {kernel [D, V]} exists only when
   `tie_word_embeddings` is False).
 * attention: q/v/out projections with bias, `k_proj` without bias; q is scaled by head_dim^-0.5
-  after its projection (transformers' order).
+  after its projection (transformers' order). The encoder's self-attention runs in blocks of
+  queries (`self_attention`, for speed on CPU), the decoder's through `WhisperAttention.attend`.
 
 Encoder hidden states follow transformers 5.x `output_hidden_states=True`: L + 1 entries, entry 0
 the input of the first layer (conv stem + positions), entry i the output of layer i, and the last
@@ -73,9 +74,20 @@ Cache = dict[str, tuple[Array, ...]]
 SAMPLE_RATE = 16000
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default; Whisper's config has no field for it.
 
+
+def _gelu(x: Array) -> Array:
+  """Exact (erf) GELU in transformers' form x * 0.5 * (1 + erf(x / sqrt(2))).
+
+  The same function as `jax.nn.gelu(approximate=False)`, which goes through erfc: XLA evaluates
+  erfc's three branches (a polynomial, two rational fits with an exp, two divisions) for every
+  element, erf is one rational polynomial. Python-float constants keep x's dtype.
+  """
+  return x * (0.5 + 0.5 * jax.lax.erf(x * 0.7071067811865476))
+
+
 # transformers `ACT2FN` names we support; "gelu" is the exact (erf) GELU.
 _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu": _gelu,
     "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
     "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
     "relu": jax.nn.relu,
@@ -232,6 +244,46 @@ _INIT = nn.initializers.normal(0.02)  # transformers' init_std; real weights com
 _NEG = float(np.finfo(np.float32).min)
 
 
+QUERY_BLOCK = 100  # queries per block in `self_attention` (Whisper's 1500 = 15 blocks).
+
+
+def self_attention(q: Array, k: Array, v: Array, dtype: Dtype = jnp.float32,
+                   block: int = QUERY_BLOCK) -> Array:
+  """Unmasked softmax attention computed one head and one block of queries at a time.
+
+  Scaled queries q [B, H, T, hd], keys/values [B, H, S, hd] -> [B, H, T, hd]. Each block
+  holds whole rows of scores (block x S, float32), so the row softmax is the usual one: row max,
+  exp, row sum; the division by the row sum comes after the product with v ([block, hd] instead
+  of [block, S] divisions), as in flash attention. Whisper's encoder (T = S = 1500) is why: the
+  [H, T, S] scores of a whole layer (54 MB) do not fit in cache and XLA:CPU streams them through
+  memory several times (matmul out, softmax in/out, transposes, matmul in), about 3x the time of
+  the blocked loop (`lax.map` over heads, then over query blocks; T is padded to a whole number
+  of blocks with zero queries, whose rows are dropped).
+  """
+  b, h, t, hd = q.shape
+  s = k.shape[2]
+  if k.shape != (b, h, s, hd) or v.shape != k.shape:
+    raise ValueError(f"self_attention: q {q.shape}, k {k.shape}, v {v.shape} do not match")
+  block = max(1, min(block, t))
+  n = -(-t // block)
+  q = jnp.pad(q.reshape(b * h, t, hd), ((0, 0), (0, n * block - t), (0, 0)))
+
+  def head(args):
+    qh, kh, vh = args                                               # [n, block, hd], [S, hd]
+
+    def rows(qb):
+      scores = jnp.einsum("td,sd->ts", qb, kh, preferred_element_type=jnp.float32)
+      e = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+      out = jnp.einsum("ts,sd->td", e.astype(dtype), vh, preferred_element_type=jnp.float32)
+      return (out / jnp.sum(e, axis=-1, keepdims=True)).astype(dtype)
+
+    return jax.lax.map(rows, qh)
+
+  out = jax.lax.map(head, (q.reshape(b * h, n, block, hd), k.reshape(b * h, s, hd),
+                           v.reshape(b * h, s, hd)))
+  return out.reshape(b, h, n * block, hd)[:, :, :t]
+
+
 class WhisperAttention(nn.Module):
   """Multi-head attention; params `q_proj`, `k_proj` (no bias), `v_proj`, `out_proj` [D, D].
 
@@ -280,9 +332,13 @@ class WhisperAttention(nn.Module):
     return self.out_proj(out.reshape(n, t, h * hd))
 
   def __call__(self, x: Array) -> Array:
-    """Unmasked self-attention (the encoder): x [B, T, D] -> [B, T, D]."""
+    """Unmasked self-attention (the encoder): x [B, T, D] -> [B, T, D].
+
+    Computed by `self_attention` in blocks of queries (the same softmax rows as `attend`)."""
     k, v = self.key_value(x)
-    return self.attend(self.query(x), k, v)
+    out = self_attention(self.query(x), k, v, self.dtype)
+    b, t, _ = x.shape
+    return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, t, self.d_model))
 
 
 class WhisperEncoderLayer(nn.Module):
@@ -343,9 +399,8 @@ class WhisperEncoder(nn.Module):
           + ("" if allow_shorter else "; pass allow_shorter=True for a shortened window"))
     conv = functools.partial(nn.Conv, cfg.d_model, kernel_size=(3,), padding=((1, 1),),
                              dtype=self.dtype, param_dtype=jnp.float32)
-    gelu = functools.partial(jax.nn.gelu, approximate=False)
-    x = gelu(conv(name="conv1")(features.astype(self.dtype)))
-    x = gelu(conv(strides=(2,), name="conv2")(x))
+    x = _gelu(conv(name="conv1")(features.astype(self.dtype)))
+    x = _gelu(conv(strides=(2,), name="conv2")(x))
     pos = nn.Embed(cfg.max_source_positions, cfg.d_model, dtype=self.dtype,
                    param_dtype=jnp.float32,
                    embedding_init=lambda *_: jnp.asarray(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 
 import jax
 import jax.numpy as jnp
@@ -136,6 +137,34 @@ def test_bf16_compute_keeps_float32_logits():
   # bf16 has an 8-bit mantissa: logits agree to a few percent of their spread.
   err = np.abs(np.asarray(out["logits"]) - np.asarray(ref["logits"])).max()
   assert err < 0.05 * np.ptp(np.asarray(ref["logits"])), err
+
+
+def test_self_attention_blocks_match_one_piece_softmax():
+  """The encoder's blocked attention (`self_attention`: query blocks, T padded to whole blocks,
+  division after the value product) against softmax(q k^T) v in float64, within 1e-5."""
+  rng = np.random.RandomState(0)
+  q, k, v = (2 * rng.randn(2, 3, 37, 8).astype(np.float32) for _ in range(3))
+  scores = np.einsum("bhtd,bhsd->bhts", q.astype(np.float64), k)
+  probs = np.exp(scores - scores.max(-1, keepdims=True))
+  ref = np.einsum("bhts,bhsd->bhtd", probs / probs.sum(-1, keepdims=True), v)
+  for block in (5, 10, 100):  # many blocks, a padded last block (37 = 3 x 10 + 7), block > T
+    out = jax.jit(functools.partial(w.self_attention, block=block))(q, k, v)
+    assert out.shape == (2, 3, 37, 8) and out.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5, rtol=0, err_msg=f"block={block}")
+  with pytest.raises(ValueError, match="do not match"):
+    w.self_attention(q, k[:, :, :5], v)
+
+
+def test_gelu_is_exact_gelu():
+  """The erf form of the exact GELU against erf in float64 and jax.nn.gelu's erfc form."""
+  gelu = w._ACTIVATIONS["gelu"]  # pylint: disable=protected-access
+  x = np.linspace(-12, 12, 20001, dtype=np.float32)
+  ref = x * 0.5 * (1 + np.vectorize(math.erf)(x.astype(np.float64) / math.sqrt(2)))
+  out = np.asarray(jax.jit(gelu)(x))
+  np.testing.assert_allclose(out, ref, atol=2e-6, rtol=1e-6)
+  np.testing.assert_allclose(out, np.asarray(jax.nn.gelu(x, approximate=False)), atol=2e-6,
+                             rtol=1e-6)
+  assert jax.jit(gelu)(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
 
 
 def test_config_round_trip_and_errors():
