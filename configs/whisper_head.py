@@ -18,8 +18,8 @@ with CTC on labelled real and synthetic speech; the exported head folder is then
 Variants (the argument, comma-separated): '' (default: two transformer blocks on a learned
 weighted sum of the encoder's five hidden states, shortened windows, the encoder frozen),
 'linear' (LayerNorm + Dense on the weighted sum), 'window30' (every batch in Whisper's full 30 s
-window), 'tune2' (the encoder's top two layers and final norm trained with the head at a lower
-learning rate; the folder stores them beside the head).
+window), 'tuneK' for K in 1..4 (the encoder's top K layers and final norm trained with the head at
+a lower learning rate; the folder stores them beside the head).
 """
 
 import ml_collections
@@ -34,7 +34,7 @@ TINY_EN = dict(vocab_size=51864, num_mel_bins=80, d_model=384, encoder_layers=4,
                max_source_positions=1500, max_target_positions=448,
                decoder_start_token_id=50257, eos_token_id=50256, pad_token_id=50256,
                bos_token_id=50256)
-VARIANTS = ("linear", "window30", "tune2")
+VARIANTS = ("linear", "window30", "tune1", "tune2", "tune3", "tune4")
 
 
 def get_config(arg=None):
@@ -42,7 +42,10 @@ def get_config(arg=None):
   unknown = [v for v in variants if v not in VARIANTS]
   if unknown:
     raise ValueError(f"configs/whisper_head.py:{arg}: {unknown} are not variants {VARIANTS}")
-  tuned = 2 if "tune2" in variants else 0
+  tunes = [int(v[4:]) for v in variants if v.startswith("tune")]
+  if len(tunes) > 1:
+    raise ValueError(f"configs/whisper_head.py:{arg}: at most one tuneK variant")
+  tuned = tunes[0] if tunes else 0
   c = demo.get_config()
   c.name = "_".join(["whisper_head"] + variants)
   c.data.train = "datasets/whisper_head/train.jsonl"
