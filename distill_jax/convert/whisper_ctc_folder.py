@@ -38,7 +38,7 @@ HEAD_FIELDS = ("head_layers", "head_heads", "head_ffn_dim", "layer_sum", "window
                "tuned_layers")
 
 
-def _is_stored(model: whisper_ctc.WhisperCtc, path: str) -> bool:
+def is_stored(model: whisper_ctc.WhisperCtc, path: str) -> bool:
   """Whether the '/'-joined param `path` lives in the folder (not in the Whisper folder)."""
   if not path.startswith("encoder/"):
     return True
@@ -52,7 +52,7 @@ def _base_encoder(model: whisper_ctc.WhisperCtc, encoder: Mapping[str, Any],
   flat = traverse_util.flatten_dict(jax.device_get(encoder), sep="/")
   base_flat = traverse_util.flatten_dict(base, sep="/")
   return traverse_util.unflatten_dict(
-      {k: base_flat[k] if _is_stored(model, "encoder/" + k) else v for k, v in flat.items()},
+      {k: base_flat[k] if is_stored(model, "encoder/" + k) else v for k, v in flat.items()},
       sep="/")
 
 
@@ -82,7 +82,7 @@ def save_folder(out_dir: str, model: whisper_ctc.WhisperCtc, params: Mapping[str
                      "(fingerprints differ)")
   os.makedirs(out_dir, exist_ok=True)
   flat = {k: v for k, v in traverse_util.flatten_dict(jax.device_get(params), sep="/").items()
-          if _is_stored(model, k)}
+          if is_stored(model, k)}
   safetensors.numpy.save_file({k: np.ascontiguousarray(np.asarray(v, weights_dtype))
                                for k, v in flat.items()}, os.path.join(out_dir, WEIGHTS))
   meta = {"format": FORMAT,
@@ -143,7 +143,7 @@ def load_folder(path: str, dtype: Any = jnp.float32,
   expected = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
                             wav, wav)["params"]
   want = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(expected, sep="/").items()
-          if _is_stored(model, k)}
+          if is_stored(model, k)}
   have = {k: tuple(v.shape) for k, v in head.items()}
   bad = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
   if bad:

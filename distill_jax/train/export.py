@@ -15,6 +15,7 @@ import os
 
 import jax
 import numpy as np
+from flax import traverse_util
 
 from distill_jax import text
 from distill_jax.adapters import merge
@@ -83,10 +84,11 @@ def export_whisper_head(workdir: str, which: str | int, out_dir: str, **save_kwa
   model, params, tokenizer, step = runs.restore_student(workdir, which)
   meta = whisper_ctc_folder.save_folder(out_dir, model, params, tokenizer.vocab, whisper_folder,
                                         **save_kwargs)
-  head = {k: v for k, v in params.items() if k != "encoder"}
+  stored = [v for k, v in traverse_util.flatten_dict(params, sep="/").items()
+            if whisper_ctc_folder.is_stored(model, k)]
   meta.update(workdir=os.path.abspath(workdir), checkpoint=str(which), step=int(step),
               config_name=config.get("name", ""),
-              num_head_params=int(sum(np.size(v) for v in jax.tree.leaves(head))))
+              num_stored_params=int(sum(np.size(v) for v in stored)))
   with open(os.path.join(out_dir, EXPORT_META), "w", encoding="utf-8") as f:
     json.dump({k: v for k, v in meta.items() if k != "vocab"}, f, indent=2, sort_keys=True)
   return meta
