@@ -22,7 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PIP="python -m pip install -q --disable-pip-version-check"
-$PIP -r requirements.txt -r requirements-lm.txt -r requirements-whisper.txt -r requirements-onnx.txt
+$PIP -r requirements.txt -r requirements-lm.txt -r requirements-whisper.txt -r requirements-onnx.txt -r requirements-enhance.txt
 $PIP --no-deps pyctcdecode==0.5.0  # see requirements-lm.txt
 if [ "${1:-}" = "--test" ]; then
   # The latent-trajectory page's browser test (tests/viz/test_browser.py) drives Debian's
