@@ -4,7 +4,6 @@ metrics files; a second call resumes and trains nothing more."""
 import json
 import os
 
-import numpy
 import numpy as np
 import pytest
 import soundfile as sf
