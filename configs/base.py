@@ -121,7 +121,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.distill.blank_weight = 1.0  # < 1 down-weights frames where the teacher is sure of blank
   c.distill.blank_threshold = 0.9
   c.distill.frame_ratio = 0  # teacher frames per student frame; 0 = from the frame hops
-  c.distill.hard_labels = "ground_truth"  # | 'teacher' (sequence-level KD)
+  # Hard CTC targets: 'ground_truth' (the manifest's text) | 'teacher' (the teacher's greedy CTC
+  # transcript, per step: a Whisper teacher's CTC head) | 'whisper' (Whisper's decoded
+  # transcripts: config.data.train must be a manifest from launch/whisper_transcribe.py, which
+  # also drops utterances whose WER against their reference is too high; checked at start).
+  c.distill.hard_labels = "ground_truth"
   c.distill.layer_mapping = "last_k"  # | 'every_k' | 'explicit'
   c.distill.layer_k = 1
   c.distill.layer_pairs = ()  # ((student_layer, teacher_layer), ...) for 'explicit'

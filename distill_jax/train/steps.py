@@ -138,6 +138,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   return step
 
 
+HARD_LABELS = ("ground_truth", "teacher", "whisper")
+
+
 @dataclasses.dataclass(frozen=True)
 class KdSpec:
   """What the distillation step optimizes (losses/kl.py, frame_align.py, hidden.py):
@@ -154,8 +157,12 @@ class KdSpec:
       blank (blank_weight 1.0 = off).
     frame_ratio: teacher frames per student frame (1, 2 or 4: 20 ms teacher, 20/40/80 ms
       student).
-    hard_labels: 'ground_truth' (the transcript) or 'teacher' (the teacher's greedy transcript:
-      sequence-level KD, for unlabeled audio).
+    hard_labels: 'ground_truth' (the batch's labels: the manifest's transcript), 'teacher'
+      (the teacher's greedy CTC transcript, computed in the step from its posteriors: for a
+      Whisper teacher its CTC head's) or 'whisper' (the batch's labels, which are Whisper's
+      decoded transcripts: the train manifest is pseudo-labelled by
+      `launch/whisper_transcribe.py`; `train/teacher.kd_spec` checks it). 'teacher' and
+      'whisper' are sequence-level KD, for unlabeled audio.
     layer_pairs: (student_layer, teacher_layer) pairs of the hidden-state term.
     hidden_loss: 'nmse' or 'l1_cos'.
     teacher_dim: width of the teacher's hidden states (projection output size).
@@ -173,9 +180,8 @@ class KdSpec:
   teacher_dim: int = 0
 
   def __post_init__(self):
-    if self.hard_labels not in ("ground_truth", "teacher"):
-      raise ValueError(f"distill.hard_labels={self.hard_labels!r} is not 'ground_truth' or "
-                       "'teacher'")
+    if self.hard_labels not in HARD_LABELS:
+      raise ValueError(f"distill.hard_labels={self.hard_labels!r} is not one of {HARD_LABELS}")
     if self.gamma and not self.layer_pairs:
       raise ValueError(f"distill.gamma={self.gamma} needs layer pairs for the hidden term")
     if self.layer_pairs and self.teacher_dim <= 0:

@@ -21,6 +21,7 @@ import ml_collections
 from distill_jax import text as text_lib
 from distill_jax.adapters import merge as adapter_merge
 from distill_jax.convert import teacher_folder
+from distill_jax.data import pseudo_labels
 from distill_jax.data import teacher_cache
 from distill_jax.models import projection
 from distill_jax.models import teacher as teacher_lib
@@ -55,10 +56,12 @@ def layer_pairs(config: ml_collections.ConfigDict,
   d = config.distill
   if not d.gamma:
     return ()
-  pairs = [tuple(p) for p in d.layer_pairs] if d.layer_mapping == "explicit" else None
+  explicit = d.layer_mapping == "explicit"
+  pairs = [tuple(p) for p in d.layer_pairs] if explicit else None
+  # 'explicit' takes the pairs only (config.distill.layer_k keeps its default there).
   return projection.layer_mapping(d.layer_mapping, student_layers(config),
-                                  teacher.num_hidden_states - 1, k=d.layer_k or None,
-                                  pairs=pairs)
+                                  teacher.num_hidden_states - 1,
+                                  k=None if explicit else (d.layer_k or None), pairs=pairs)
 
 
 def frame_ratio(config: ml_collections.ConfigDict, teacher: teacher_lib.Teacher) -> int:
@@ -78,7 +81,16 @@ def frame_ratio(config: ml_collections.ConfigDict, teacher: teacher_lib.Teacher)
 
 
 def kd_spec(config: ml_collections.ConfigDict, teacher: RunTeacher) -> steps.KdSpec:
+  """The step's `KdSpec` from `config.distill`; with hard_labels='whisper', checks that
+  `config.data.train` is a Whisper pseudo-labelled manifest (`data/pseudo_labels.py`)."""
   d = config.distill
+  if d.hard_labels == "whisper":
+    try:
+      pseudo_labels.check_pseudo_labelled(config.data.train)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"config.distill.hard_labels='whisper' trains on Whisper's transcripts, "
+                       f"but config.data.train={config.data.train!r} is not a manifest made by "
+                       f"launch.whisper_transcribe: {e}") from e
   pairs = layer_pairs(config, teacher.teacher)
   return steps.KdSpec(alpha=d.alpha, beta=d.beta, gamma=d.gamma, temperature=d.temperature,
                       blank_weight=d.blank_weight, blank_threshold=d.blank_threshold,

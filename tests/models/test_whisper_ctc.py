@@ -123,9 +123,12 @@ def test_teacher_interface_and_padding_invariance_of_a_fixed_window():
   forward = jax.jit(functools.partial(teacher.forward, layers=(2, 0)))
   short = forward(params, *audio_batch([9600], 9600))
   long = forward(params, *audio_batch([9600], 16000))
-  assert short.log_probs.shape == long.log_probs.shape == (1, 100, VOCAB)
-  assert short.hidden.shape == (2, 1, 100, 64)
-  np.testing.assert_allclose(short.log_probs, long.log_probs, atol=1e-5)
+  # The window's frames past the batch's length are cropped: 30 and 50 frames of 20 ms.
+  assert short.log_probs.shape == (1, 30, VOCAB) and long.log_probs.shape == (1, 50, VOCAB)
+  assert short.hidden.shape == (2, 1, 30, 64)
+  np.testing.assert_array_equal(np.asarray(long.frame_paddings).sum(1), [20])
+  np.testing.assert_allclose(short.log_probs, long.log_probs[:, :30], atol=1e-5)
+  np.testing.assert_allclose(short.hidden, long.hidden[:, :, :30], atol=1e-5)
   np.testing.assert_allclose(jnp.exp(short.log_probs).sum(-1), 1.0, atol=1e-5)
   assert not WhisperCtcTeacher(tiny_model(), tiny_params(tiny_model()), vocab).padding_invariant
   with pytest.raises(ValueError, match="layer 3 does not exist"):
