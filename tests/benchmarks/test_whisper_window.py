@@ -15,6 +15,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 import soundfile as sf
 
 from distill_jax import text as text_lib
@@ -67,6 +68,7 @@ def _greedy(log_probs: np.ndarray, tokenizer) -> str:
   return tokenizer.decode(keep)
 
 
+@pytest.mark.slow  # three modes end to end in a pinned subprocess: about 30 s on 2 CPUs
 def test_modes_decode_each_utterance_as_its_own_window_does(tmp_path):
   folder = _teacher_folder(tmp_path)
   manifest, audio = _manifest(tmp_path)

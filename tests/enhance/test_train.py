@@ -27,7 +27,7 @@ def _batches(n):
   return [mixing.mixture_batch(5, 2 * i, 2, cleans, noises, 2048) for i in range(n)]
 
 
-@pytest.mark.parametrize("variant", ["recon", "gan"])
+@pytest.mark.parametrize("variant", ["recon", pytest.param("gan", marks=pytest.mark.slow)])
 def test_a_few_steps(variant):
   config = _tiny(variant)
   models = train.build_models(config)

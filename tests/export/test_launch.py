@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from configs import base
@@ -40,6 +41,7 @@ def _launch(*args):
   return proc.stdout
 
 
+@pytest.mark.slow  # export + transcribe through both launch scripts: about 50 s on 2 CPUs
 def test_export_then_transcribe(tmp_path):
   run = str(tmp_path / "run")
   _run_folder(run)

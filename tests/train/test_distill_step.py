@@ -86,6 +86,7 @@ SPEC = steps.KdSpec(alpha=0.5, beta=1.0, gamma=0.5, temperature=2.0, frame_ratio
                     layer_pairs=((2, 2), (1, 1)), hidden_loss="l1_cos", teacher_dim=24)
 
 
+@pytest.mark.slow  # builds a teacher cache and two distillation steps: about 90 s on 2 CPUs
 def test_online_and_cached_teacher_give_the_same_step():
   s1, m1 = _run(SPEC, online=True)
   s2, m2 = _run(SPEC, online=False)
