@@ -73,37 +73,11 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.signal
 
+from distill_jax.ondevice import features as ondevice_features
+
 
 # --------------------------------------------------------------------------------------------
 # Mel filterbank (numpy, built once per configuration).
-
-
-def _hz_to_mel(freqs: np.ndarray, htk: bool) -> np.ndarray:
-  freqs = np.asarray(freqs, dtype=np.float64)
-  if htk:
-    return 2595.0 * np.log10(1.0 + freqs / 700.0)
-  f_sp = 200.0 / 3  # Slaney: linear below 1 kHz, logarithmic above.
-  min_log_hz = 1000.0
-  min_log_mel = min_log_hz / f_sp
-  logstep = np.log(6.4) / 27.0
-  mels = freqs / f_sp
-  log_region = freqs >= min_log_hz
-  return np.where(
-      log_region, min_log_mel + np.log(np.maximum(freqs, min_log_hz) / min_log_hz) / logstep,
-      mels)
-
-
-def _mel_to_hz(mels: np.ndarray, htk: bool) -> np.ndarray:
-  mels = np.asarray(mels, dtype=np.float64)
-  if htk:
-    return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
-  f_sp = 200.0 / 3
-  min_log_hz = 1000.0
-  min_log_mel = min_log_hz / f_sp
-  logstep = np.log(6.4) / 27.0
-  freqs = f_sp * mels
-  return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)),
-                  freqs)
 
 
 def mel_filterbank(
@@ -144,23 +118,15 @@ def mel_filterbank(
     raise ValueError(f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin={fmin}, fmax={fmax}")
   if norm not in ("slaney", None):
     raise ValueError(f"norm must be 'slaney' or None, got {norm!r}")
-  fft_freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
-  mel_edges = np.linspace(_hz_to_mel(fmin, htk), _hz_to_mel(fmax, htk), num_mels + 2)
-  hz_edges = _mel_to_hz(mel_edges, htk)
-  fdiff = np.diff(hz_edges)
-  ramps = hz_edges[:, None] - fft_freqs[None, :]
-  lower = -ramps[:-2] / fdiff[:-1, None]
-  upper = ramps[2:] / fdiff[1:, None]
-  weights = np.maximum(0.0, np.minimum(lower, upper))
-  if norm == "slaney":
-    weights *= (2.0 / (hz_edges[2:] - hz_edges[:-2]))[:, None]
+  # The one implementation of the filters (numpy only, shared with the JAX-free runtime).
+  weights = ondevice_features.mel_filterbank(num_mels, n_fft, sample_rate, fmin, fmax, htk, norm)
   empty = np.flatnonzero(weights.max(axis=1) <= 0)
   if empty.size:
     raise ValueError(
         f"mel filterbank has empty channel(s) {empty.tolist()} for num_mels={num_mels}, "
         f"n_fft={n_fft}, sample_rate={sample_rate}, fmin={fmin}, fmax={fmax}, htk={htk}: "
         "use fewer mels or a larger n_fft")
-  return weights.astype(np.float32)
+  return weights
 
 
 @functools.lru_cache(maxsize=16)

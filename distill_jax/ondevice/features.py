@@ -47,7 +47,8 @@ def _mel_to_hz(mels, htk: bool) -> np.ndarray:
 
 def mel_filterbank(num_mels: int, n_fft: int, sample_rate: int, fmin: float,
                    fmax: float | None, htk: bool, norm: str | None) -> np.ndarray:
-  """float32 [M, n_fft // 2 + 1] triangular filters (`audio/features.py::mel_filterbank`)."""
+  """float32 [M, n_fft // 2 + 1] triangular filters, computed in float64 and rounded once: the
+  project's one implementation (`audio/features.mel_filterbank` validates and calls it)."""
   fmax = sample_rate / 2.0 if fmax is None else fmax
   fft_freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
   mel_edges = np.linspace(_hz_to_mel(fmin, htk), _hz_to_mel(fmax, htk), num_mels + 2)
