@@ -26,15 +26,18 @@ from __future__ import annotations
 import collections
 import math
 import os
-from typing import Iterable, Sequence
+from typing import Iterable
 
-BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+from distill_jax.ondevice import arpa
+
+BOS, EOS, UNK = arpa.BOS, arpa.EOS, arpa.UNK
 
 Ngram = tuple[str, ...]
 
 
-class NgramLM:
-  """An interpolated Kneser-Ney model in back-off form.
+class NgramLM(arpa.ArpaLM):
+  """An interpolated Kneser-Ney model in back-off form (scored by `ondevice.arpa.ArpaLM`'s
+  back-off rule, the runtime's; this class adds training and writing ARPA).
 
   Attributes:
     order: n.
@@ -42,29 +45,9 @@ class NgramLM:
     backoffs: per order k < n, {k-gram: log10 gamma(k-gram as a context)}.
   """
 
-  def __init__(self, order: int, probs: list[dict[Ngram, float]],
-               backoffs: list[dict[Ngram, float]]):
-    self.order = order
-    self.probs = probs
-    self.backoffs = backoffs
-
   @property
   def vocabulary(self) -> list[str]:
     return sorted(w for (w,) in self.probs[0])
-
-  def log10_prob(self, word: str, context: Sequence[str]) -> float:
-    """log10 p(word | context) by the back-off rule (context: the preceding words)."""
-    if (word,) not in self.probs[0]:
-      word = UNK
-    context = tuple(context)[-(self.order - 1):] if self.order > 1 else ()
-    backoff = 0.0
-    while True:
-      gram = context + (word,)
-      p = self.probs[len(gram) - 1].get(gram)
-      if p is not None:
-        return p + backoff
-      backoff += self.backoffs[len(context) - 1].get(context, 0.0)
-      context = context[1:]
 
   def write_arpa(self, path: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
