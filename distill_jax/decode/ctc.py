@@ -30,16 +30,15 @@ in `ctc_beam_search_lm`.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-Hypothesis = tuple[tuple[int, ...], float]
+from distill_jax.ondevice import ctc as ondevice_ctc
 
-_NEG_INF = -math.inf
+Hypothesis = tuple[tuple[int, ...], float]
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,16 +93,6 @@ def to_lists(ids, lengths) -> list[list[int]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _logaddexp(a: float, b: float) -> float:
-  if a == _NEG_INF:
-    return b
-  if b == _NEG_INF:
-    return a
-  if a > b:
-    return a + math.log1p(math.exp(b - a))
-  return b + math.log1p(math.exp(a - b))
-
-
 def _log_softmax_np(x: np.ndarray) -> np.ndarray:
   x = x.astype(np.float64)
   m = np.max(x, axis=-1, keepdims=True)
@@ -127,54 +116,11 @@ def ctc_prefix_beam_search(log_probs: np.ndarray, beam_size: int, blank_id: int 
     Up to `beam_size` (token_ids, log_score) pairs, best first, where log_score is the log of
     the total probability of the prefix (sum over its alignments among the surviving beams).
   """
-  if beam_size < 1:
-    raise ValueError(f"beam_size must be >= 1, got {beam_size}")
   lp = np.asarray(log_probs, dtype=np.float64)
-  if lp.ndim != 2:
-    raise ValueError(f"log_probs must be [T, V], got shape {lp.shape}")
-  if normalize:
+  if normalize and lp.ndim == 2:
     lp = _log_softmax_np(lp)
-  # prefix -> [log p_b, log p_nb]
-  beams: dict[tuple[int, ...], list[float]] = {(): [0.0, _NEG_INF]}
-  for frame in lp:
-    if prune_threshold is None:
-      tokens = range(frame.shape[0])
-    else:
-      tokens = np.flatnonzero(frame >= min(prune_threshold, float(frame.max()))).tolist()
-    nxt: dict[tuple[int, ...], list[float]] = {}
-
-    def slot(prefix):
-      s = nxt.get(prefix)
-      if s is None:
-        s = nxt[prefix] = [_NEG_INF, _NEG_INF]
-      return s
-
-    for prefix, (p_b, p_nb) in beams.items():
-      p_total = _logaddexp(p_b, p_nb)
-      last = prefix[-1] if prefix else None
-      for c in tokens:
-        p_c = float(frame[c])
-        if p_c == _NEG_INF:
-          continue
-        if c == blank_id:
-          s = slot(prefix)
-          s[0] = _logaddexp(s[0], p_total + p_c)
-        elif c == last:
-          if p_nb > _NEG_INF:
-            s = slot(prefix)                     # repeated token merges into `prefix`
-            s[1] = _logaddexp(s[1], p_nb + p_c)
-          if p_b > _NEG_INF:
-            s = slot(prefix + (c,))              # a blank in between starts a new token
-            s[1] = _logaddexp(s[1], p_b + p_c)
-        else:
-          s = slot(prefix + (c,))
-          s[1] = _logaddexp(s[1], p_total + p_c)
-    ranked = sorted(nxt.items(), key=lambda kv: (-_logaddexp(*kv[1]), kv[0]))
-    beams = dict(ranked[:beam_size])
-  hyps = [(prefix, _logaddexp(p_b, p_nb)) for prefix, (p_b, p_nb) in beams.items()]
-  hyps = [h for h in hyps if h[1] > _NEG_INF]
-  hyps.sort(key=lambda h: (-h[1], h[0]))
-  return hyps
+  # The one implementation, shared with the JAX-free runtime (which also fuses a word LM).
+  return ondevice_ctc.prefix_beam_search(lp, beam_size, blank_id, prune_threshold)
 
 
 def ctc_beam_search_batch(log_probs, paddings, beam_size: int, blank_id: int = 0,
