@@ -2,6 +2,9 @@
 TensorBoard/JSONL metrics (train/metrics.py) -> dev evaluation per SNR -> Orbax checkpoints
 (train/checkpoint.py), resumable.
 
+`config.train.init_from = 'WORKDIR[@STEP]'` starts the generator from another run's checkpoint
+(e.g. the GAN arm fine-tuning a reconstruction-only run); a resumed run ignores it.
+
 Batch k holds mixtures k B .. k B + B - 1 of (config.seed, index) (data/mixing.py), so the data
 position of a resumed run is its step. The clean speech and the noise are decoded once into
 memory (16 kHz mono).
@@ -41,14 +44,20 @@ def load_clean(path: str, sample_rate: int, max_items: int = 0) -> list[np.ndarr
 
 
 def load_noise(path: str, sample_rate: int) -> list[np.ndarray]:
+  """The listed noise files, each without its leading and trailing digital silence (ESC-50
+  pads short clips with exact zeros to 5 s; a crop of the padding has no SNR)."""
   if not path:
     raise ValueError("config.data.noise_train / noise_dev: empty; give a folder or a list file")
-  out = []
+  out, trimmed = [], 0
   for f in mixing.read_noise_list(path):
     x = audio_io.load_audio(f, sample_rate)
     if not np.any(x):
       raise ValueError(f"{f}: the noise file is all zeros")
-    out.append(x)
+    y = np.trim_zeros(x)
+    trimmed += x.shape[0] - y.shape[0]
+    out.append(y)
+  log.info("%s: %d noise files, %.1f s of leading/trailing digital silence trimmed", path,
+           len(out), trimmed / sample_rate)
   return out
 
 
@@ -80,6 +89,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if ckpt.latest_step() is not None:
     state, extra, step = ckpt.restore("latest", state)
     log.info("resumed from step %d", step)
+  elif tc.get("init_from", ""):
+    state = state.replace(**train_lib.warm_start_generator(config, models, tc.init_from, seg))
+    log.info("generator initialized from %s; discriminators and optimizer states fresh",
+             tc.init_from)
   trainer = train_lib.Trainer(config, models)
   enhance = jax.jit(lambda p, x: model_lib.enhance(models.generator, p, x))
   writer = metrics_lib.MetricWriter(workdir)
