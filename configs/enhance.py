@@ -1,9 +1,18 @@
 """The causal hearing-aid denoiser (issue 27): 'recon' (reconstruction losses only) or 'gan'
 (plus multi-resolution spectral and metric discriminators), the two arms of the ablation.
+',finetune' starts from another run's generator (`--config.train.init_from=WORKDIR[@STEP]`) for
+a short schedule: the ablation trains both arms that way from one reconstruction-only run.
 
-  python -m launch.train_enhance --config=configs/enhance.py:recon --workdir=runs/enh_recon
-  python -m launch.train_enhance --config=configs/enhance.py:gan --workdir=runs/enh_gan \
-      --config.gan.proxy=pesq
+  python -m launch.make_noise_lists --esc50_csv=datasets/esc10/esc10.csv \
+      --esc50_audio=datasets/esc10/audio --train_folder=datasets/speech_commands/_silence_ \
+      --out=datasets/noise
+  N="--config.data.noise_train=datasets/noise/train.txt \
+      --config.data.noise_dev=datasets/noise/dev.txt"
+  python -m launch.train_enhance --config=configs/enhance.py:recon --workdir=runs/enh_recon $N
+  python -m launch.train_enhance --config=configs/enhance.py:gan,finetune $N \
+      --workdir=runs/enh_gan_ft --config.train.init_from=runs/enh_recon@1500
+  python -m launch.train_enhance --config=configs/enhance.py:recon,finetune $N \
+      --workdir=runs/enh_recon_ft --config.train.init_from=runs/enh_recon@1500
 
 Framing: 24 ms analysis window, 4 ms hop, 8 ms synthesis window at 16 kHz: algorithmic latency
 2R - 1 = 127 samples = 7.94 ms, lookahead 0 (distill_jax/enhance/stft.py).
@@ -15,9 +24,10 @@ VARIANTS = ("recon", "gan")
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  variant = arg or "recon"
-  if variant not in VARIANTS:
-    raise ValueError(f"configs/enhance.py: variant {variant!r} is not one of {VARIANTS}")
+  variant, *mods = (arg or "recon").split(",")
+  if variant not in VARIANTS or any(m != "finetune" for m in mods):
+    raise ValueError(f"configs/enhance.py:{arg}: give one of {VARIANTS}, optionally followed "
+                     "by ',finetune'")
   c = ml_collections.ConfigDict()
   c.name = f"enhance_{variant}"
   c.seed = 0
@@ -63,5 +73,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       num_steps=20000, lr=1e-3, d_lr=2e-4, warmup_steps=500, final_lr_ratio=0.05,
       b1=0.8, b2=0.99, weight_decay=0.0, grad_clip=5.0,
-      log_every=50, eval_every=1000, checkpoint_every=1000, keep_last=3))
+      log_every=50, eval_every=1000, checkpoint_every=1000, keep_last=3,
+      init_from=""))  # 'WORKDIR[@STEP]': the generator from another run (enhance/loop.py)
+  if mods:
+    # The ablation's two arms: the same short schedule from one reconstruction-only checkpoint,
+    # with (gan) or without (recon) the adversarial terms; give --config.train.init_from.
+    c.name += "_finetune"
+    c.train.update(num_steps=500, lr=2e-4, warmup_steps=25, eval_every=250,
+                   checkpoint_every=250)
   return c

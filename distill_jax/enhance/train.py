@@ -92,6 +92,37 @@ def init_state(config: ml_collections.ConfigDict, models: Models, seed: int,
                   d_params=d_params, d_opt=tx_d.init(d_params), skipped=jnp.zeros((), jnp.int32))
 
 
+def warm_start_generator(config: ml_collections.ConfigDict, models: Models, source: str,
+                         segment: int) -> dict[str, Any]:
+  """{'g_params', 'g_opt'} from run `source` = 'WORKDIR[@STEP]' (STEP: a step, 'best' or
+  'latest', the default): its generator's params, with a fresh optimizer state. The source's
+  generator config (WORKDIR/config.json) must equal `config.model`, or the error names the
+  fields that differ."""
+  import json
+  import os
+
+  from distill_jax.train import checkpoint as ckpt_lib
+  workdir, _, which = source.partition("@")
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config.train.init_from={source!r}: no {path}")
+  with open(path, encoding="utf-8") as f:
+    src = ml_collections.ConfigDict(json.load(f))
+  mine, theirs = config.model.to_dict(), src.model.to_dict()
+  diff = sorted(k for k in set(mine) | set(theirs)
+                if json.dumps(mine.get(k)) != json.dumps(theirs.get(k)))
+  if diff:
+    raise ValueError(f"config.train.init_from={source!r}: its model config differs in {diff}")
+  target = init_state(src, build_models(src), src.seed, segment)
+  ckpt = ckpt_lib.Checkpointer(workdir, best_metric="dev_neg_sisdr", read_only=True)
+  try:
+    restored, _, _ = ckpt.restore(which or "latest", target)
+  finally:
+    ckpt.close()
+  tx_g, _ = optimizers(config)
+  return dict(g_params=restored.g_params, g_opt=tx_g.init(restored.g_params))
+
+
 def _apply_if_finite(loss, grads, params, opt_state, tx):
   updates, new_opt = tx.update(grads, opt_state, params)
   new_params = optax.apply_updates(params, updates)
