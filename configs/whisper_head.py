@@ -19,7 +19,8 @@ Variants (the argument, comma-separated): '' (default: two transformer blocks on
 weighted sum of the encoder's five hidden states, shortened windows, the encoder frozen),
 'linear' (LayerNorm + Dense on the weighted sum), 'window30' (every batch in Whisper's full 30 s
 window), 'tuneK' for K in 1..4 (the encoder's top K layers and final norm trained with the head at
-a lower learning rate; the folder stores them beside the head).
+a lower learning rate; the folder stores them beside the head), 'long' (with tuneK: 1000 steps,
+dev-evaluated every 250, for `--checkpoint=best`).
 """
 
 import ml_collections
@@ -34,7 +35,7 @@ TINY_EN = dict(vocab_size=51864, num_mel_bins=80, d_model=384, encoder_layers=4,
                max_source_positions=1500, max_target_positions=448,
                decoder_start_token_id=50257, eos_token_id=50256, pad_token_id=50256,
                bos_token_id=50256)
-VARIANTS = ("linear", "window30", "tune1", "tune2", "tune3", "tune4")
+VARIANTS = ("linear", "window30", "tune1", "tune2", "tune3", "tune4", "long")
 
 
 def get_config(arg=None):
@@ -84,4 +85,12 @@ def get_config(arg=None):
     c.train.lr = 5e-4
     c.train.eval_every = 500
     c.train.checkpoint_every = 100
+  if "long" in variants:
+    if not tuned:
+      raise ValueError(f"configs/whisper_head.py:{arg}: 'long' goes with a tuneK variant")
+    # Twice tune2's budget, about 8 passes over the 3.9 h, dev WER every 250 steps.
+    c.train.num_steps = 1000
+    c.train.warmup_steps = 100
+    c.train.eval_every = 250
+    c.train.checkpoint_every = 250
   return c
