@@ -17,7 +17,8 @@ default) and apply the same checks, so a bad file fails in one place with one ki
 - the result is clipped to [-1, 1]: integer PCM already lies there, so this only touches float
   files that exceed full scale and the resampler's small overshoot near full-scale transients.
 
-`audio_info` reads only the header (frames, rate, channels), for manifest builders that need
+`load_channels` keeps the file's channels and rate (with the same checks), for file-in,
+file-out processing such as the denoiser's. `audio_info` reads only the header (frames, rate, channels), for manifest builders that need
 durations without decoding.
 """
 
@@ -108,6 +109,22 @@ def load_audio(path: str, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
   _check_path(path)
   samples, rate = _read(path, path)
   return _finish(samples, rate, path, sample_rate)
+
+
+def load_channels(path: str) -> tuple[np.ndarray, int]:
+  """Loads an audio file as it is stored: ([C, S] float32, rate), every channel kept, not
+  resampled, with `load_audio`'s checks (missing, undecodable, empty, NaN/Inf: `AudioError`
+  starting with `path`). For processing that must give back the input's layout (a denoiser's
+  file in, file out)."""
+  path = os.fspath(path)
+  _check_path(path)
+  samples, rate = _read(path, path)
+  if samples.shape[0] == 0:
+    raise AudioError(f"{path}: audio contains no samples")
+  if not np.all(np.isfinite(samples)):
+    bad = int(np.size(samples) - np.count_nonzero(np.isfinite(samples)))
+    raise AudioError(f"{path}: audio contains {bad} non-finite sample(s) (NaN or Inf)")
+  return np.ascontiguousarray(samples.T), rate
 
 
 def decode_audio_bytes(

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from configs import enhance as enhance_config
 from distill_jax.data import manifest
-from distill_jax.enhance import loop
+from distill_jax.enhance import inference, loop
 from distill_jax.enhance import train as train_lib
 
 
@@ -102,5 +102,7 @@ def test_finetune_starts_from_the_source_runs_generator(tmp_path):
   diffs = jax.tree_util.tree_map(lambda a, b: float(np.max(np.abs(a - b))), warm["g_params"],
                                  fresh.g_params)
   assert max(jax.tree_util.tree_leaves(diffs)) > 0  # two updates moved it off the init
+  _, params, _ = inference.load_run(str(tmp_path / "src"), 2)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, warm["g_params"])
   summary = loop.train_and_evaluate(ft, str(tmp_path / "ft"))
   assert summary["step"] == 1 and np.isfinite(summary["dev"]["all/sisdr"])
