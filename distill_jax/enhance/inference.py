@@ -14,7 +14,8 @@
 6. the output is clipped to [-1, 1]; clipped input samples (|x| >= 0.999) are counted in the
    report, not repaired.
 
-`stream=True` runs the frame-by-frame model (`model.stream`: one hop in, one hop out, state
+`audiogram` adds the NAL-R hearing-loss gains (enhance/nalr.py) to the enhanced spectrum, at no
+extra latency. `stream=True` runs the frame-by-frame model (`model.stream`: one hop in, one hop out, state
 carried) instead of the whole-utterance forward and drops its R samples of block delay, so both
 modes give the same aligned waveform. The report holds the input's rate, channels, length, DC
 offset and clipped-sample count.
@@ -34,6 +35,7 @@ import numpy as np
 import soxr
 
 from distill_jax.enhance import model as model_lib
+from distill_jax.enhance import nalr
 from distill_jax.enhance import train as train_lib
 from distill_jax.train import checkpoint as ckpt_lib
 
@@ -72,13 +74,15 @@ def dc_block(x: np.ndarray, rate: int, cutoff_hz: float = DC_CUTOFF_HZ) -> np.nd
 def _forward(model: model_lib.Denoiser, stream: bool):
   if stream:
     hop = model.frame.hop
-    return jax.jit(lambda p, x: model_lib.stream(model, p, x)[:, hop:])
-  return jax.jit(lambda p, x: model_lib.enhance(model, p, x))
+    return jax.jit(lambda p, x, g: model_lib.stream(model, p, x, g)[:, hop:])
+  return jax.jit(lambda p, x, g: model_lib.enhance(model, p, x, g))
 
 
 def enhance_channels(model: model_lib.Denoiser, params: Any, x: np.ndarray, rate: int,
-                     stream: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
-  """x: [C, S] (or [S]) float at `rate` -> (enhanced [C, S] float32 at `rate`, report)."""
+                     stream: bool = False, audiogram: dict[float, float] | None = None
+                     ) -> tuple[np.ndarray, dict[str, Any]]:
+  """x: [C, S] (or [S]) float at `rate` -> (enhanced [C, S] float32 at `rate`, report).
+  audiogram: {Hz: dB HL}: NAL-R gains (enhance/nalr.py) on the enhanced spectrum."""
   x = np.asarray(x, np.float64)
   mono = x.ndim == 1
   x = x[None] if mono else x
@@ -99,7 +103,10 @@ def enhance_channels(model: model_lib.Denoiser, params: Any, x: np.ndarray, rate
   n = y.shape[1]
   padded = max(-(-n // hop), 1) * hop
   y = np.pad(y, ((0, 0), (0, padded - n))).astype(np.float32)
-  out = np.asarray(_forward(model, stream)(params, jnp.asarray(y)), np.float64)[:, :n]
+  gain = (np.ones(model.frame.num_bins, np.float32) if audiogram is None else
+          nalr.bin_gains(audiogram, model.frame.num_bins, sr))
+  out = np.asarray(_forward(model, stream)(params, jnp.asarray(y), jnp.asarray(gain)),
+                   np.float64)[:, :n]
   if rate != sr:
     out = np.stack([soxr.resample(c, sr, rate, quality="HQ") for c in out])
     out = np.pad(out, ((0, 0), (0, max(0, x.shape[1] - out.shape[1]))))[:, :x.shape[1]]

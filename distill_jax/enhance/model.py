@@ -170,33 +170,36 @@ def init_params(model: Denoiser, seed: int) -> Any:
   return jax.jit(model.init)(jax.random.key(seed), x, model.initial_state(1))["params"]
 
 
-def enhance(model: Denoiser, params: Any, wave: Array) -> Array:
+def enhance(model: Denoiser, params: Any, wave: Array, gain: Array | None = None) -> Array:
   """Whole-utterance forward. wave: [B, S], S a multiple of the hop -> [B, S], aligned with
-  the input (the framing's 2R - 1 samples of latency are not applied here; `step` has them)."""
+  the input (the framing's 2R - 1 samples of latency are not applied here; `step` has them).
+  gain: optional real per-bin gains [F] on the enhanced spectrum (e.g. `nalr.bin_gains`)."""
   spec = model.frame
   xp = jnp.pad(wave.astype(jnp.float32), ((0, 0), (0, spec.hop)))  # completes the last block
   y, _ = model.apply({"params": params}, stft_lib.stft(xp, spec),
                      model.initial_state(wave.shape[0]))
-  return stft_lib.istft(y, spec)
+  return stft_lib.istft(y if gain is None else y * gain, spec)
 
 
 def initial_stream_state(model: Denoiser, batch: int) -> State:
   return dict(stft=stft_lib.init_stream(batch, model.frame), net=model.initial_state(batch))
 
 
-def step(model: Denoiser, params: Any, state: State, block: Array) -> tuple[State, Array]:
+def step(model: Denoiser, params: Any, state: State, block: Array,
+         gain: Array | None = None) -> tuple[State, Array]:
   """Streaming: one hop of input [B, R] -> (state, one hop of output [B, R]).
 
   Output of call b is `enhance`'s output block b - 1 (samples [(b-1)R, bR)): feed one block of
-  zeros after the last input block to flush it.
+  zeros after the last input block to flush it. gain: as in `enhance`.
   """
   st, x = stft_lib.analysis_step(state["stft"], block, model.frame)
   y, net = model.apply({"params": params}, x[:, None], state["net"])
+  y = y if gain is None else y * gain
   st, out = stft_lib.synthesis_step(st, y[:, 0], model.frame)
   return dict(stft=st, net=net), out
 
 
-def stream(model: Denoiser, params: Any, wave: Array) -> Array:
+def stream(model: Denoiser, params: Any, wave: Array, gain: Array | None = None) -> Array:
   """Runs `step` over a whole waveform [B, S] with `lax.scan` (R zeros appended to flush)
   -> [B, S + R]: the streamed output, `enhance`'s delayed by R samples."""
   spec = model.frame
@@ -205,7 +208,7 @@ def stream(model: Denoiser, params: Any, wave: Array) -> Array:
                      f"the hop {spec.hop}")
   b = wave.shape[0]
   blocks = jnp.pad(wave, ((0, 0), (0, spec.hop))).reshape(b, -1, spec.hop).transpose(1, 0, 2)
-  _, outs = jax.lax.scan(lambda s, blk: step(model, params, s, blk),
+  _, outs = jax.lax.scan(lambda s, blk: step(model, params, s, blk, gain),
                          initial_stream_state(model, b), blocks)
   return outs.transpose(1, 0, 2).reshape(b, -1)
 

@@ -72,3 +72,16 @@ def test_stream_mode_gives_the_whole_utterance_output(tiny):
   whole, _ = inference.enhance_channels(*tiny, x, 16000)
   streamed, _ = inference.enhance_channels(*tiny, x, 16000, stream=True)
   np.testing.assert_allclose(streamed, whole, atol=1e-5)  # float32 order of summation
+
+
+def test_an_audiogram_adds_the_nalr_gain_in_both_modes(tiny):
+  from distill_jax.enhance import nalr
+  x = _speechlike(16000, seconds=0.2)[0]
+  plain, _ = inference.enhance_channels(*tiny, x, 16000)
+  aided, _ = inference.enhance_channels(*tiny, x, 16000, audiogram=nalr.named("moderate"))
+  streamed, _ = inference.enhance_channels(*tiny, x, 16000, stream=True,
+                                           audiogram=nalr.named("moderate"))
+  # The 220 Hz tone gets 0 dB (G(250) = 6.75 + 9.3 - 17 < 0 is set to 0); the broadband noise
+  # above it gets 10-30 dB, so the aided output carries more energy.
+  assert np.sum(aided ** 2) > np.sum(plain ** 2)
+  np.testing.assert_allclose(streamed, aided, atol=1e-4)
