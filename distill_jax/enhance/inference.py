@@ -24,8 +24,6 @@ offset and clipped-sample count.
 from __future__ import annotations
 
 import functools
-import json
-import os
 from typing import Any
 
 import jax
@@ -37,7 +35,6 @@ import soxr
 from distill_jax.enhance import model as model_lib
 from distill_jax.enhance import nalr
 from distill_jax.enhance import train as train_lib
-from distill_jax.train import checkpoint as ckpt_lib
 
 CLIP_LEVEL = 0.999
 DC_CUTOFF_HZ = 20.0
@@ -47,20 +44,8 @@ def load_run(workdir: str, which: str | int = "best") -> tuple[model_lib.Denoise
                                                                 ml_collections.ConfigDict]:
   """(generator, its params, the run's config) from a training run folder; `which` is 'best'
   (lowest dev -SI-SDR), 'latest' or a step."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{workdir}: not a denoiser run folder (no config.json)")
-  with open(path, encoding="utf-8") as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  models = train_lib.build_models(config)
-  seg = config.model.hop * 8
-  target = train_lib.init_state(config, models, config.seed, seg)
-  ckpt = ckpt_lib.Checkpointer(workdir, best_metric="dev_neg_sisdr", read_only=True)
-  try:
-    state, _, _ = ckpt.restore(which, target)
-  finally:
-    ckpt.close()
-  return models.generator, state.g_params, config
+  config, params = train_lib.restore_generator(workdir, which)
+  return model_lib.build(config.model), params, config
 
 
 def dc_block(x: np.ndarray, rate: int, cutoff_hz: float = DC_CUTOFF_HZ) -> np.ndarray:

@@ -90,7 +90,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state, extra, step = ckpt.restore("latest", state)
     log.info("resumed from step %d", step)
   elif tc.get("init_from", ""):
-    state = state.replace(**train_lib.warm_start_generator(config, models, tc.init_from, seg))
+    state = state.replace(**train_lib.warm_start_generator(config, tc.init_from))
     log.info("generator initialized from %s; discriminators and optimizer states fresh",
              tc.init_from)
   trainer = train_lib.Trainer(config, models)

@@ -92,35 +92,49 @@ def init_state(config: ml_collections.ConfigDict, models: Models, seed: int,
                   d_params=d_params, d_opt=tx_d.init(d_params), skipped=jnp.zeros((), jnp.int32))
 
 
-def warm_start_generator(config: ml_collections.ConfigDict, models: Models, source: str,
-                         segment: int) -> dict[str, Any]:
+def restore_generator(workdir: str, which: str | int = "latest"
+                      ) -> tuple[ml_collections.ConfigDict, Any]:
+  """(the run's config, its generator params) from a run folder; `which` is 'latest', 'best'
+  (lowest dev -SI-SDR) or a step."""
+  import json
+  import os
+
+  from distill_jax.train import checkpoint as ckpt_lib
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{workdir}: not a denoiser run folder (no config.json)")
+  with open(path, encoding="utf-8") as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  target = init_state(config, build_models(config), config.seed, config.model.hop * 8)
+  ckpt = ckpt_lib.Checkpointer(workdir, best_metric="dev_neg_sisdr", read_only=True)
+  try:
+    restored, _, _ = ckpt.restore(which, target)
+  finally:
+    ckpt.close()
+  return config, restored.g_params
+
+
+def warm_start_generator(config: ml_collections.ConfigDict, source: str) -> dict[str, Any]:
   """{'g_params', 'g_opt'} from run `source` = 'WORKDIR[@STEP]' (STEP: a step, 'best' or
   'latest', the default): its generator's params, with a fresh optimizer state. The source's
   generator config (WORKDIR/config.json) must equal `config.model`, or the error names the
   fields that differ."""
   import json
   import os
-
-  from distill_jax.train import checkpoint as ckpt_lib
   workdir, _, which = source.partition("@")
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"config.train.init_from={source!r}: no {path}")
   with open(path, encoding="utf-8") as f:
-    src = ml_collections.ConfigDict(json.load(f))
-  mine, theirs = config.model.to_dict(), src.model.to_dict()
+    src = json.load(f)
+  mine, theirs = config.model.to_dict(), src.get("model", {})
   diff = sorted(k for k in set(mine) | set(theirs)
                 if json.dumps(mine.get(k)) != json.dumps(theirs.get(k)))
   if diff:
     raise ValueError(f"config.train.init_from={source!r}: its model config differs in {diff}")
-  target = init_state(src, build_models(src), src.seed, segment)
-  ckpt = ckpt_lib.Checkpointer(workdir, best_metric="dev_neg_sisdr", read_only=True)
-  try:
-    restored, _, _ = ckpt.restore(which or "latest", target)
-  finally:
-    ckpt.close()
+  _, g_params = restore_generator(workdir, which or "latest")
   tx_g, _ = optimizers(config)
-  return dict(g_params=restored.g_params, g_opt=tx_g.init(restored.g_params))
+  return dict(g_params=g_params, g_opt=tx_g.init(g_params))
 
 
 def _apply_if_finite(loss, grads, params, opt_state, tx):

@@ -73,11 +73,10 @@ def test_init_from_a_run_of_another_generator_is_an_error_naming_the_field(tmp_p
     f.write(src.to_json())
   c = _tiny_config(tmp_path, "gan,finetune")
   c.model.hidden = 24
-  models = train_lib.build_models(c)
   with pytest.raises(ValueError, match=r"differs in \['hidden'\]"):
-    train_lib.warm_start_generator(c, models, str(tmp_path / "src") + "@latest", 256)
+    train_lib.warm_start_generator(c, str(tmp_path / "src") + "@latest")
   with pytest.raises(FileNotFoundError, match="config.json"):
-    train_lib.warm_start_generator(c, models, str(tmp_path / "nowhere"), 256)
+    train_lib.warm_start_generator(c, str(tmp_path / "nowhere"))
 
 
 def test_finetune_variant_needs_a_known_modifier():
@@ -97,7 +96,7 @@ def test_finetune_starts_from_the_source_runs_generator(tmp_path):
   ft.train.update(num_steps=1, log_every=1, eval_every=1, warmup_steps=1,
                   init_from=str(tmp_path / "src") + "@2")
   models = train_lib.build_models(ft)
-  warm = train_lib.warm_start_generator(ft, models, ft.train.init_from, 256)
+  warm = train_lib.warm_start_generator(ft, ft.train.init_from)
   fresh = train_lib.init_state(ft, models, ft.seed, 256)
   diffs = jax.tree_util.tree_map(lambda a, b: float(np.max(np.abs(a - b))), warm["g_params"],
                                  fresh.g_params)
