@@ -109,3 +109,32 @@ def write_listening_page(clips: Sequence[dict[str, Any]], systems: Sequence[str]
   with open(out, "w", encoding="utf-8") as f:
     f.write(text)
   return dict(clips=len(clips), systems=list(systems), bytes=len(text.encode("utf-8")))
+
+
+def clips_from_compare(folder: str, metrics: Sequence[str] = ("pesq", "estoi", "sisdr")
+                       ) -> tuple[list[dict[str, Any]], list[str]]:
+  """(clips, systems) from `benchmarks/enhance_compare.py --save_audio` output
+  (FOLDER/audio/index.json and its WAVs); systems in index order with 'clean' last."""
+  import json
+  import os
+
+  import soundfile as sf
+  path = os.path.join(folder, "audio", "index.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: not found (run benchmarks.enhance_compare with "
+                            "--save_audio)")
+  with open(path, encoding="utf-8") as f:
+    index = json.load(f)
+  systems: list[str] = []
+  clips = []
+  for entry in index:
+    audio = {"clean": sf.read(os.path.join(folder, "audio", entry["clean"]), dtype="float32")[0]}
+    scores = {}
+    for name, item in entry["systems"].items():
+      if name not in systems:
+        systems.append(name)
+      audio[name] = sf.read(os.path.join(folder, "audio", item["file"]), dtype="float32")[0]
+      scores[name] = {k: float(item["metrics"][k]) for k in metrics
+                      if (item.get("metrics") or {}).get(k) is not None}
+    clips.append(dict(id=entry["id"], snr=entry["snr"], audio=audio, metrics=scores))
+  return clips, systems + ["clean"]

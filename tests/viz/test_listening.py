@@ -49,3 +49,21 @@ def test_page_plays_offline_in_chromium(tmp_path):
     assert len(durations) == 6 and np.allclose(durations, 0.5, atol=0.01)
     assert len(widths) == 6 and min(widths) > 0
     assert log["console_errors"] == [] and browser.external_requests(log) == []
+
+
+def test_clips_come_back_from_a_comparison_folder(tmp_path):
+  import json
+  import soundfile as sf
+  (tmp_path / "audio" / "snr0_0").mkdir(parents=True)
+  x = np.zeros(1600, np.float32)
+  for name in ("clean", "noisy", "ours"):
+    sf.write(str(tmp_path / "audio" / "snr0_0" / f"{name}.wav"), x, 16000, subtype="PCM_16")
+  index = [dict(id="snr0_0", snr=0.0, clean="snr0_0/clean.wav", systems=dict(
+      noisy=dict(file="snr0_0/noisy.wav", metrics=dict(pesq=1.2, estoi=0.5, sisdr=0.1)),
+      ours=dict(file="snr0_0/ours.wav", metrics=dict(pesq=2.0, estoi=0.7, sisdr=9.0))))]
+  (tmp_path / "audio" / "index.json").write_text(json.dumps(index))
+  clips, systems = listening.clips_from_compare(str(tmp_path))
+  assert systems == ["noisy", "ours", "clean"] and clips[0]["metrics"]["ours"]["sisdr"] == 9.0
+  assert clips[0]["audio"]["clean"].shape == (1600,)
+  with pytest.raises(FileNotFoundError, match="save_audio"):
+    listening.clips_from_compare(str(tmp_path / "nowhere"))
