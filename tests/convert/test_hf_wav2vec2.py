@@ -271,15 +271,15 @@ def test_missing_local_path(tmp_path):
 # --- converted teacher ---------------------------------------------------------------------------
 
 def test_convert_teacher_launcher_writes_orbax_and_hash(tmp_path):
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from launch import convert_teacher  # pylint: disable=import-outside-toplevel
+  # A child process: absl flags are process-global, and other test files import modules that
+  # define flags of the same names (e.g. --out).
+  import subprocess  # pylint: disable=import-outside-toplevel
   cfg, folder = write_exported(tmp_path, family="group")
   out = str(tmp_path / "teacher")
-  flags.FLAGS(["convert_teacher", f"--hf={folder}", f"--out={out}"])
-  try:
-    convert_teacher.main(["convert_teacher"])
-  finally:
-    flags.FLAGS.unparse_flags()
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  proc = subprocess.run([sys.executable, "-m", "launch.convert_teacher", f"--hf={folder}",
+                         f"--out={out}"], cwd=repo, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   with open(os.path.join(folder, conv.SAFETENSORS), "rb") as f:
     sha = hashlib.sha256(f.read()).hexdigest()
   with open(os.path.join(out, conv.TEACHER_META)) as f:

@@ -53,7 +53,7 @@ def test_a_few_steps(variant):
 
 
 def test_bad_config_is_named():
-  with pytest.raises(ValueError, match="variant 'gann'"):
+  with pytest.raises(ValueError, match="configs/enhance.py:gann: give one of"):
     enhance_config.get_config("gann")
   c = _tiny("gan")
   c.gan.update(mrd=False, metric=False)
