@@ -3,7 +3,7 @@
 `write_listening_page(clips, systems, out, sample_rate)` writes a page with, per test clip
 (grouped by SNR), one column per system: an <audio> player (16-bit FLAC, base64 data URL), a
 log-magnitude spectrogram (PNG, base64) and the clip's metrics; a summary table per SNR
-(mean of each metric per system) heads the page. Nothing is fetched: the page holds all its
+(mean of each metric per system over the clips on the page) heads it. Nothing is fetched: the page holds all its
 audio, images and script (a few lines: one player at a time).
 
 clips: [{'id': str, 'snr': float, 'audio': {system: [S] float}, 'metrics': {system: {name:
@@ -41,9 +41,10 @@ def _flac_data_url(x: np.ndarray, sample_rate: int) -> str:
   return "data:audio/flac;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _spectrogram_data_url(x: np.ndarray, sample_rate: int, fft: int = 512,
-                          hop: int = 128) -> str:
-  """Log-magnitude spectrogram (80 dB range, low frequencies at the bottom) as a PNG."""
+def _spectrogram_data_url(x: np.ndarray, sample_rate: int, fft: int = 256,
+                          hop: int = 256) -> str:
+  """Log-magnitude spectrogram (80 dB range, low frequencies at the bottom) as a PNG, at about
+  the size it is shown (16 ms per column, 31 Hz per row at 16 kHz): the page stays small."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -79,8 +80,8 @@ def write_listening_page(clips: Sequence[dict[str, Any]], systems: Sequence[str]
            f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
   if notes:
     parts.append(f"<p>{html.escape(notes)}</p>")
-  parts.append("<h2>Means per SNR</h2><table><tr><th>SNR</th><th>system</th>" +
-               "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>")
+  parts.append("<h2>Means over the clips on this page</h2><table><tr><th>SNR</th>"
+               "<th>system</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>")
   for snr in snrs:
     for s in systems:
       vals = [[c["metrics"].get(s, {}).get(n) for c in clips if float(c["snr"]) == snr]
