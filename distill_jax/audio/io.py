@@ -18,8 +18,8 @@ default) and apply the same checks, so a bad file fails in one place with one ki
   files that exceed full scale and the resampler's small overshoot near full-scale transients.
 
 `load_channels` keeps the file's channels and rate (with the same checks), for file-in,
-file-out processing such as the denoiser's. `audio_info` reads only the header (frames, rate, channels), for manifest builders that need
-durations without decoding.
+file-out processing such as the denoiser's. `audio_info` reads only the header (frames, rate,
+channels), for manifest builders that need durations without decoding.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Discriminators for the adversarial training of the denoiser (used in training only; the
 deployed denoiser never runs them).
 
-- `SpectralDiscriminator`: a 2-D conv stack over one log-compressed STFT magnitude (after UnivNet's
-  multi-resolution discriminator, the spectral member of the HiFi-GAN family, with more striding); it returns
-  per-patch logits and its hidden features (for the feature-matching loss).
+- `SpectralDiscriminator`: a 2-D conv stack over one log-compressed STFT magnitude (after
+  UnivNet's multi-resolution discriminator, the spectral member of the HiFi-GAN family, with
+  more striding); it returns per-patch logits and its hidden features (for feature matching).
 - `MultiResolutionDiscriminator`: one `SpectralDiscriminator` per STFT resolution.
 - `MetricDiscriminator`: MetricGAN's (Fu et al. 2019, 2021): from the magnitudes of a
   (clean, x) pair it regresses a normalized quality score of x in [0, 1] (e.g. PESQ or STOI,

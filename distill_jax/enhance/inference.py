@@ -15,10 +15,10 @@
    report, not repaired.
 
 `audiogram` adds the NAL-R hearing-loss gains (enhance/nalr.py) to the enhanced spectrum, at no
-extra latency. `stream=True` runs the frame-by-frame model (`model.stream`: one hop in, one hop out, state
-carried) instead of the whole-utterance forward and drops its R samples of block delay, so both
-modes give the same aligned waveform. The report holds the input's rate, channels, length, DC
-offset and clipped-sample count.
+extra latency. `stream=True` runs the frame-by-frame model (`model.stream`: one hop in, one hop
+out, state carried) instead of the whole-utterance forward and drops its R samples of block
+delay, so both modes give the same aligned waveform. The report holds the input's rate,
+channels, length, DC offset and clipped-sample count.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 `write_listening_page(clips, systems, out, sample_rate)` writes a page with, per test clip
 (grouped by SNR), one column per system: an <audio> player (16-bit FLAC, base64 data URL), a
 log-magnitude spectrogram (PNG, base64) and the clip's metrics; a summary table per SNR
-(mean of each metric per system over the clips on the page) heads it. Nothing is fetched: the page holds all its
-audio, images and script (a few lines: one player at a time).
+(mean of each metric per system over the clips on the page) heads it. Nothing is fetched:
+the page holds all its audio, images and script (a few lines: one player at a time).
 
 clips: [{'id': str, 'snr': float, 'audio': {system: [S] float}, 'metrics': {system: {name:
 float}}}]; every clip must have audio for every system (an error names the clip and system).
