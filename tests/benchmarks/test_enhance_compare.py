@@ -129,6 +129,7 @@ def _need(name: str):
     pytest.skip(f"anchor {name}: package {enhance_anchors.ANCHORS[name].package} not installed")
 
 
+@pytest.mark.slow  # DeepFilterNet3 alone took 154 s in the two-process run
 @pytest.mark.parametrize("name", sorted(enhance_anchors.ANCHORS))
 def test_anchor_runs_aligned(tmp_path, name):
   _need(name)
