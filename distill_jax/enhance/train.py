@@ -92,19 +92,23 @@ def init_state(config: ml_collections.ConfigDict, models: Models, seed: int,
                   d_params=d_params, d_opt=tx_d.init(d_params), skipped=jnp.zeros((), jnp.int32))
 
 
-def restore_generator(workdir: str, which: str | int = "latest"
-                      ) -> tuple[ml_collections.ConfigDict, Any]:
-  """(the run's config, its generator params) from a run folder; `which` is 'latest', 'best'
-  (lowest dev -SI-SDR) or a step."""
+def read_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """WORKDIR/config.json of a denoiser run (written by enhance/loop.py)."""
   import json
   import os
-
-  from distill_jax.train import checkpoint as ckpt_lib
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{workdir}: not a denoiser run folder (no config.json)")
   with open(path, encoding="utf-8") as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def restore_generator(workdir: str, which: str | int = "latest"
+                      ) -> tuple[ml_collections.ConfigDict, Any]:
+  """(the run's config, its generator params) from a run folder; `which` is 'latest', 'best'
+  (lowest dev -SI-SDR) or a step."""
+  from distill_jax.train import checkpoint as ckpt_lib
+  config = read_run_config(workdir)
   target = init_state(config, build_models(config), config.seed, config.model.hop * 8)
   ckpt = ckpt_lib.Checkpointer(workdir, best_metric="dev_neg_sisdr", read_only=True)
   try:
@@ -120,14 +124,8 @@ def warm_start_generator(config: ml_collections.ConfigDict, source: str) -> dict
   generator config (WORKDIR/config.json) must equal `config.model`, or the error names the
   fields that differ."""
   import json
-  import os
   workdir, _, which = source.partition("@")
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"config.train.init_from={source!r}: no {path}")
-  with open(path, encoding="utf-8") as f:
-    src = json.load(f)
-  mine, theirs = config.model.to_dict(), src.get("model", {})
+  mine, theirs = config.model.to_dict(), read_run_config(workdir).model.to_dict()
   diff = sorted(k for k in set(mine) | set(theirs)
                 if json.dumps(mine.get(k)) != json.dumps(theirs.get(k)))
   if diff:

@@ -34,14 +34,7 @@ def _write_data(root):
 @pytest.mark.slow  # compiles init, both GAN steps, dev enhance and a resume: minutes on 2 CPUs
 def test_two_steps_and_resume(tmp_path):
   _write_data(str(tmp_path))
-  c = enhance_config.get_config("recon")
-  c.progress = False
-  c.model.update(window=128, hop=32, num_linear=8, num_erb=8, channels=(4, 8), hidden=16)
-  c.loss.resolutions = ((256, 64, 256),)
-  c.data.update(clean_train=str(tmp_path / "clean.jsonl"), clean_dev=str(tmp_path / "clean.jsonl"),
-                noise_train=str(tmp_path / "noise"), noise_dev=str(tmp_path / "noise"),
-                segment_seconds=0.25, batch_size=2, dev_snrs=(0.0,), dev_mixtures=2,
-                dev_seconds=1.0)
+  c = _tiny_config(tmp_path)
   c.train.update(num_steps=2, log_every=1, eval_every=2, warmup_steps=1)
   work = str(tmp_path / "run")
   summary = loop.train_and_evaluate(c, work)
